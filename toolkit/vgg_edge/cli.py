@@ -1,0 +1,102 @@
+"""The `vgg-edge` command line: a thin typer layer over the library.
+
+Heavy modules (TensorFlow, the converters) are imported inside the commands, so `--help`
+answers at once. A VggEdgeError becomes one red line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .errors import VggEdgeError
+from .ui import console
+
+app = typer.Typer(
+    name="vgg-edge",
+    help="VGG16 transfer learning for medical images: train, export with a parity gate, benchmark, predict at the edge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder with one sub-folder per class, or train/ [val/] test/ splits. Omitted: the built-in scikit-learn digits."),
+    out: Path = typer.Option(Path("runs/default"), "--out", help="Run directory to write (replaced atomically)."),
+    image_size: int = typer.Option(224, "--image-size", min=32, help="Square input size in pixels (128 is common for MRI)."),
+    epochs: int = typer.Option(10, "--epochs", min=0, help="Epochs of phase 1: the head on the frozen base."),
+    fine_tune_epochs: int = typer.Option(10, "--fine-tune-epochs", min=0, help="Epochs of phase 2: fine-tuning."),
+    fine_tune_blocks: int = typer.Option(1, "--fine-tune-blocks", min=0, max=5, help="Last VGG16 blocks to unfreeze in phase 2 (0: skip it)."),
+    weights: str = typer.Option("imagenet", "--weights", help="imagenet ($VGG_EDGE_WEIGHTS, Keras cache, then download), a .h5 path, or none."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Adam learning rate of phase 1."),
+    fine_tune_learning_rate: float = typer.Option(1e-4, "--fine-tune-lr", help="Adam learning rate of phase 2."),
+    pooling: str = typer.Option("gap", "--pooling", help="Head pooling: gap or flatten."),
+    dense_units: int = typer.Option(256, "--dense", min=1, help="Units of the head's dense layer."),
+    dropout: float = typer.Option(0.5, "--dropout", min=0.0, max=0.95),
+    augment: bool = typer.Option(False, "--augment/--no-augment", help="Flip/rotate/zoom/brightness/contrast while training (runs VGG16 every epoch: much slower)."),
+    val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=0.5),
+    test_fraction: float = typer.Option(0.15, "--test-fraction", min=0.01, max=0.5),
+    seed: int = typer.Option(42, "--seed"),
+    patience: int = typer.Option(3, "--patience", min=1, help="Early-stopping patience in epochs."),
+    class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
+    cache_features: bool = typer.Option(True, "--cache-features/--no-cache-features", help="Compute the frozen base once (off when augmenting)."),
+) -> None:
+    """Train a VGG16 classifier on a folder of labelled images and write a run directory."""
+    from .model import HeadConfig
+    from .training import TrainConfig, train as run_training
+
+    config = TrainConfig(
+        out=out, data=data, image_size=image_size, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
+        fine_tune_blocks=fine_tune_blocks, weights=weights, batch_size=batch_size, learning_rate=learning_rate,
+        fine_tune_learning_rate=fine_tune_learning_rate, head=HeadConfig(pooling, dense_units, dropout),
+        augment=augment, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, patience=patience,
+        class_weights=class_weights, cache_features=cache_features,
+    )
+    result = run_training(config)
+    report = result.report
+    sizes = "  ".join(f"{split} {sum(c.values())}" for split, c in report["counts"].items())
+    console.print(
+        f"[green]trained[/] {result.run}  ({sizes} images; {report['dropped_duplicates']} duplicates dropped, "
+        f"{report['unreadable']} unreadable skipped; kept phase '{report['kept_phase']}'; {report['timings']['total_s']:.0f} s)"
+    )
+    console.print(metrics_table(result.metrics, "test split"))
+
+
+@app.command()
+def evaluate(run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`.")) -> None:
+    """Recompute a run's metrics on its recorded test split."""
+    from .fileio import read_json
+    from .training import evaluate_run
+
+    metrics = evaluate_run(run)
+    console.print(metrics_table(metrics, f"{run} test split"))
+    recorded = read_json(run / "metrics.json").get("accuracy")
+    same = recorded is not None and abs(recorded - metrics["accuracy"]) < 1e-9
+    console.print(f"recorded accuracy {recorded:.4f}: {'[green]reproduced[/]' if same else '[red]differs[/]'}")
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    """Per-class sensitivity/specificity/AUC with the overall accuracy in the title."""
+    table = Table(title=f"{title}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} images")
+    for column in ("class", "support", "precision", "sensitivity", "specificity", "F1", "ROC-AUC"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for label, m in metrics["per_class"].items():
+        cells = [m["precision"], m["sensitivity"], m["specificity"], m["f1"], m["roc_auc"]]
+        table.add_row(label, str(m["support"]), *("-" if v is None else f"{v:.4f}" for v in cells))
+    return table
+
+
+def main() -> None:
+    """Console-script entry point: a user error is one line and exit status 2, never a traceback."""
+    try:
+        app()
+    except VggEdgeError as exc:
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(2)

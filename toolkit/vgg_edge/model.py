@@ -1,0 +1,129 @@
+"""The VGG16 transfer-learning model.
+
+    image (raw RGB, 0-255, float32)
+      -> vgg16_preprocess   a fixed 1x1 convolution: RGB->BGR and ImageNet mean subtraction,
+                            exactly `keras.applications.vgg16.preprocess_input`, but inside the
+                            graph, so that every exported model takes raw pixels and an edge
+                            device does no maths of its own
+      -> block1 ... block5  the ImageNet-pretrained VGG16 convolutional base, flattened into
+                            this model so that blocks can be frozen and cut by name
+      -> head               global average pooling (or flatten), dense, dropout, softmax
+
+The saved inference model has no random layers: augmentation wraps it only while training
+(a RandomFlip in the graph breaks tf2onnx and full-int8 TFLite conversion).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+BLOCKS = 5
+PREPROCESS_LAYER = "vgg16_preprocess"
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    pooling: str = "gap"  # "gap" (global average pooling) or "flatten"
+    dense_units: int = 256
+    dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The seeds' augmentations; applied only while training, only when enabled."""
+
+    flip: bool = True
+    rotation: float = 0.05
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+
+def build_model(num_classes: int, image_size: int, weights: Path | None, head: HeadConfig = HeadConfig()):
+    """The inference model: raw RGB in, class probabilities out."""
+    import keras
+
+    if image_size < 32:
+        raise ValueError("VGG16 needs images of at least 32x32 pixels")
+    inputs = keras.Input((image_size, image_size, 3), name="image", dtype="float32")
+    preprocess = keras.layers.Conv2D(3, 1, name=PREPROCESS_LAYER, trainable=False)
+    x = preprocess(inputs)
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    for rgb in range(3):
+        kernel[0, 0, rgb, 2 - rgb] = 1.0
+    preprocess.set_weights([kernel, -np.array(IMAGENET_BGR_MEAN, np.float32)])
+
+    base = keras.applications.VGG16(include_top=False, weights=str(weights) if weights else None, input_shape=(image_size, image_size, 3))
+    for layer in base.layers[1:]:
+        x = layer(x)
+    if head.pooling == "gap":
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    elif head.pooling == "flatten":
+        x = keras.layers.Flatten(name="head_pool")(x)
+    else:
+        raise ValueError(f"unknown head pooling {head.pooling!r}; use 'gap' or 'flatten'")
+    x = keras.layers.Dense(head.dense_units, activation="relu", name="head_dense")(x)
+    x = keras.layers.Dropout(head.dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="vgg_edge")
+
+
+def augmenting(model, augment: AugmentConfig, seed: int):
+    """`model` behind random augmentation layers: the training model. Not saved."""
+    import keras
+
+    layers = []
+    if augment.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if augment.rotation:
+        layers.append(keras.layers.RandomRotation(augment.rotation, seed=seed))
+    if augment.zoom:
+        layers.append(keras.layers.RandomZoom(augment.zoom, seed=seed))
+    if augment.brightness:
+        layers.append(keras.layers.RandomBrightness(augment.brightness, value_range=(0, 255), seed=seed))
+    if augment.contrast:
+        layers.append(keras.layers.RandomContrast(augment.contrast, seed=seed))
+    inputs = keras.Input(model.input_shape[1:], name="image")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, model(x), name="vgg_edge_training")
+
+
+def conv_block_layers(model, first_block: int) -> list:
+    """The VGG16 layers of blocks `first_block`..5 (names start with 'blockN_')."""
+    return [layer for layer in model.layers if layer.name.startswith("block") and int(layer.name[5]) >= first_block]
+
+
+def cut_layer_name(fine_tune_blocks: int) -> str:
+    """The last layer that stays frozen in every phase: its output can be computed once and cached."""
+    if not 0 <= fine_tune_blocks <= BLOCKS:
+        raise ValueError(f"fine-tune blocks must be 0..{BLOCKS}")
+    return PREPROCESS_LAYER if fine_tune_blocks == BLOCKS else f"block{BLOCKS - fine_tune_blocks}_pool"
+
+
+def split_at(model, layer_name: str):
+    """Split the chain model into (prefix, suffix) after `layer_name`; all share the layer objects.
+
+    Training the suffix trains the full model's own weights, so there is nothing to copy back.
+    Both halves are re-traced from fresh inputs: the VGG16 layers were first called inside the
+    Keras application model, so their `.output` belongs to that graph, not to this one.
+    """
+    layers = model.layers[1:]  # a chain: [InputLayer, preprocess, block1_conv1, ..., predictions]
+    cut = [layer.name for layer in layers].index(layer_name) + 1
+    prefix = _chain(layers[:cut], model.input_shape[1:], "frozen_prefix")
+    return prefix, _chain(layers[cut:], prefix.output_shape[1:], "trainable_suffix")
+
+
+def _chain(layers: list, input_shape: tuple, name: str):
+    import keras
+
+    inputs = keras.Input(input_shape, name=f"{name}_input")
+    x = inputs
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(inputs, x, name=name)
