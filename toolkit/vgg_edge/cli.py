@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import VggEdgeError
@@ -82,6 +84,66 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory written by `vgg
     console.print(f"recorded accuracy {recorded:.4f}: {'[green]reproduced[/]' if same else '[red]differs[/]'}")
 
 
+@app.command()
+def predict(
+    artifact: Path = typer.Argument(..., help="Artifact folder written by `vgg-edge export` (holds manifest.json)."),
+    paths: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, DICOM, ...) and folders of them."),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="How many labels to show per image, most probable first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of a table."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV on stdout instead of a table."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (default: the runtime's own choice)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    allow_rejected: bool = typer.Option(False, "--allow-rejected", help="Also run an artifact that failed its parity gate."),
+) -> None:
+    """Classify images with an exported model, without TensorFlow. Exit status 1 if any input could not be read."""
+    import csv
+    import json
+
+    from .runtime import expand_inputs, load_artifact
+
+    if as_json and as_csv:
+        raise VggEdgeError("--json and --csv: choose one output format")
+    predictor = load_artifact(artifact, threads=threads, allow_rejected=allow_rejected)
+    files, failures, skipped = expand_inputs(paths)
+    results, unreadable = predictor.classify(files, top_k=top_k, batch_size=batch_size)
+    failures |= unreadable
+    top_k = min(top_k, len(predictor.labels))
+    if as_json:
+        doc = {
+            "artifact": str(artifact), "format": predictor.info.format, "precision": predictor.info.precision,
+            "predictions": [{"path": r.path, "label": r.label, "confidence": r.confidence, "top": [{"label": lab, "probability": p} for lab, p in r.top]} for r in results],
+            "failures": [{"path": path, "error": why} for path, why in failures.items()],
+            "skipped_non_images": skipped,
+        }
+        print(json.dumps(doc, indent=2))
+    elif as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["path", "label", "confidence", *(f"{key}_{k}" for k in range(2, top_k + 1) for key in ("label", "confidence")), "error"])
+        for r in results:
+            writer.writerow([r.path, r.label, f"{r.confidence:.6f}", *(v for lab, p in r.top[1:] for v in (lab, f"{p:.6f}")), ""])
+        for path, why in failures.items():
+            writer.writerow([path, "", "", *([""] * 2 * (top_k - 1)), why])
+    else:
+        info = predictor.info
+        table = Table(title=f"{escape(str(artifact))} ({info.format} {info.precision}, {len(info.labels)} classes, {info.image_size} px)")
+        table.add_column("file", overflow="fold")
+        table.add_column("label")
+        table.add_column("probability", justify="right")
+        if top_k > 1:
+            table.add_column(f"next {top_k - 1}")
+        for r in results:
+            rest = ", ".join(f"{lab} {p:.4f}" for lab, p in r.top[1:])
+            table.add_row(escape(r.path), escape(r.label), f"{r.confidence:.4f}", *([escape(rest)] if top_k > 1 else []))
+        Console().print(table)
+    for why in failures.values():
+        console.print(f"[red]error:[/] {escape(why)}", soft_wrap=True)
+    if skipped:
+        console.print(f"[yellow]skipped {skipped} non-image or hidden files[/] in the folders given")
+    if failures:
+        console.print(f"[red]{len(failures)} of {len(results) + len(failures)} inputs could not be read[/]")
+        raise typer.Exit(1)
+
+
 def metrics_table(metrics: dict, title: str) -> Table:
     """Per-class sensitivity/specificity/AUC with the overall accuracy in the title."""
     table = Table(title=f"{title}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} images")
@@ -98,5 +160,8 @@ def main() -> None:
     try:
         app()
     except VggEdgeError as exc:
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # every writer is atomic: what was being written is discarded, earlier files stay
+        console.print("[yellow]interrupted[/]: unfinished output discarded, earlier artifacts left as they were")
+        sys.exit(130)

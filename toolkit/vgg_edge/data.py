@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import VggEdgeError
 from .fileio import read_json, sha256_file, write_json
-from .images import ImageReadError, LoadedImages, is_image_file, read_images
+from .images import ImageReadError, LoadedImages, find_images, read_images
 
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
@@ -151,27 +151,10 @@ def _discover(root: Path) -> tuple[dict[str, dict[str, list[Path]]], int]:
         classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         tree[split] = {}
         for cls in classes:
-            files, skipped = _walk_images(cls)
+            files, skipped = find_images(cls)
             tree[split][cls.name] = files
             ignored += skipped
     return tree, ignored
-
-
-def _walk_images(folder: Path) -> tuple[list[Path], int]:
-    """Image files below `folder`, sorted; symlinked folders are not followed (no loops)."""
-    found: list[Path] = []
-    skipped = 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            path = Path(dirpath) / name
-            if name.startswith(".") or not is_image_file(path):
-                skipped += 1
-            elif path.is_file():
-                found.append(path)
-            else:
-                skipped += 1  # a dangling or looping symlink
-    return sorted(found), skipped
 
 
 def _validate(root: Path, tree: dict[str, dict[str, list[Path]]]) -> list[str]:

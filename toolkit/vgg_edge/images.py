@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import VggEdgeError
 
@@ -50,8 +50,27 @@ def read_image(path: str | os.PathLike, size: int) -> np.ndarray:
         raise
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read image ({_reason(exc)})") from None
-    except (ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
+    except Exception as exc:  # a malformed file can make a decoder raise almost anything; it names the file, not a crash
         raise ImageReadError(f"{path}: cannot decode image ({_reason(exc)})") from None
+
+
+def find_images(folder: str | os.PathLike) -> tuple[list[Path], int]:
+    """Image files below `folder`, sorted, and the number of other entries skipped.
+
+    Symlinked folders are not followed, so a link loop cannot trap the walk; a dangling or
+    looping file link, a hidden file or a non-image file is skipped and counted.
+    """
+    found: list[Path] = []
+    skipped = 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            path = Path(dirpath) / name
+            if name.startswith(".") or not is_image_file(path) or not path.is_file():
+                skipped += 1
+            else:
+                found.append(path)
+    return sorted(found), skipped
 
 
 def _reason(exc: BaseException) -> str:
@@ -71,17 +90,26 @@ def _has_dicom_preamble(path: Path) -> bool:
 def _read_raster(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(path)
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ImageReadError(
-                f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit "
-                "(possible decompression bomb); downscale the image first"
-            )
-        image.load()
-    return ImageOps.exif_transpose(image)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixel_count(path, *image.size)
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own, larger limit
+        raise ImageReadError(f"{path}: {_reason(exc)}; downscale the image first") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image format Pillow can decode (PNG, JPEG, BMP, GIF, TIFF, WebP) nor DICOM") from None
+
+
+def _check_pixel_count(path: Path, width: int, height: int) -> None:
+    """Refuse an image before decoding it when it is too large to be a real scan."""
+    if width * height > MAX_PIXELS:
+        raise ImageReadError(
+            f"{path}: {width}x{height} pixels is over the {MAX_PIXELS:,}-pixel limit "
+            "(possible decompression bomb); downscale the image first"
+        )
 
 
 def _to_rgb8(image: Image.Image) -> Image.Image:
@@ -101,8 +129,9 @@ def _to_rgb8(image: Image.Image) -> Image.Image:
 def _read_dicom(path: Path) -> Image.Image:
     """A single-frame DICOM image as 8-bit greyscale (or RGB), the way a viewer would show it.
 
-    Modality LUT (rescale slope/intercept), then the VOI window when the file has one, else the
-    image's own min-max range; MONOCHROME1 is inverted so that bone is bright in every file.
+    Modality LUT (rescale slope/intercept), then the first VOI window when the file has one
+    (else its VOI LUT, else the image's own min-max range); MONOCHROME1 is inverted so that
+    bone is bright in every file.
     """
     try:
         import pydicom
@@ -114,20 +143,41 @@ def _read_dicom(path: Path) -> Image.Image:
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         if frames > 1:
             raise ImageReadError(f"{path}: multi-frame DICOM ({frames} frames) is not supported; export one frame per file")
+        _check_pixel_count(path, int(ds.Columns), int(ds.Rows))
         pixels = ds.pixel_array
+        if pixels.ndim == 3:  # colour DICOM (e.g. dermoscopy): already display values
+            return Image.fromarray(_min_max_8bit(pixels) if pixels.dtype != np.uint8 else pixels, "RGB")
+        values = apply_modality_lut(pixels, ds).astype(np.float64)
+        if "WindowCenter" in ds and "WindowWidth" in ds:
+            grey = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), str(ds.get("VOILUTFunction", "LINEAR")))
+        elif "VOILUTSequence" in ds:
+            grey = _min_max_8bit(apply_voi_lut(values, ds, index=0))
+        else:
+            grey = _min_max_8bit(values)
     except ImageReadError:
         raise
     except Exception as exc:  # pydicom raises many types for broken files
         raise ImageReadError(f"{path}: cannot read DICOM ({_reason(exc)})") from None
-    if pixels.ndim == 3:  # colour DICOM (e.g. dermoscopy): already display values
-        return Image.fromarray(_min_max_8bit(pixels) if pixels.dtype != np.uint8 else pixels, "RGB")
-    values = apply_modality_lut(pixels, ds).astype(np.float64)
-    if "WindowCenter" in ds and "WindowWidth" in ds:
-        values = apply_voi_lut(values, ds, index=0).astype(np.float64)
-    grey = _min_max_8bit(values)
-    if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
+    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
         grey = 255 - grey
     return Image.fromarray(grey, "L")
+
+
+def _first(value) -> float:
+    """Window centre/width may hold several alternative views; the first is the default one."""
+    return float(value[0] if isinstance(value, Sequence) else value)
+
+
+def _window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """The DICOM VOI window (PS3.3 C.11.2.1.2) mapped straight onto 0-255."""
+    function = function.upper()
+    if function == "SIGMOID":
+        scaled = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    elif function == "LINEAR_EXACT":
+        scaled = (values - center) / width + 0.5
+    else:  # LINEAR, the default
+        scaled = (values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
+    return np.round(np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _min_max_8bit(values: np.ndarray) -> np.ndarray:

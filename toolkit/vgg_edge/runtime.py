@@ -5,7 +5,7 @@ An artifact folder (written by `vgg-edge export`) holds the model file(s) and `m
 sha256 and size before a byte of the model is parsed, then opens the model in the runtime its
 format needs (onnxruntime, ai-edge-litert or openvino, imported only then). `Predictor.predict`
 takes raw RGB pixels decoded by `images.read_image` (the training pipeline's own decoder) and
-returns probabilities; `classify` goes from file paths to labelled results.
+returns probabilities; `Predictor.classify` goes from file paths to labelled results.
 
 This module imports numpy and Pillow only; a test asserts TensorFlow is never imported.
 """
@@ -13,6 +13,7 @@ This module imports numpy and Pillow only; a test asserts TensorFlow is never im
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 
 from .errors import VggEdgeError
 from .fileio import read_json, sha256_file
-from .images import read_image
+from .images import IMAGE_SUFFIXES, find_images, read_image, read_images
 
 MANIFEST = "manifest.json"
 SCHEMA = "vgg-edge-artifact/1"
@@ -75,14 +76,33 @@ def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> ArtifactI
         raise VggEdgeError(f"{manifest_path}: {len(info.labels)} labels but the model has {n_out} outputs; re-export the model")
     if info.model_file not in files:
         raise VggEdgeError(f"{manifest_path}: model file {info.model_file} is not listed under 'files'; re-export the model")
-    if verify:
-        for name, meta in files.items():
-            path = folder / name
-            if not path.is_file():
-                raise VggEdgeError(f"{path}: named in the manifest but missing; copy the whole artifact folder again")
-            if path.stat().st_size != meta.get("bytes") or sha256_file(path) != meta.get("sha256"):
-                raise VggEdgeError(f"{path}: sha256 or size differs from the manifest (tampered or truncated); copy the artifact again")
+    for name, meta in files.items():
+        path = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not isinstance(meta, dict):
+            raise VggEdgeError(f"{manifest_path}: bad 'files' entry {name!r} (must be a name inside the artifact folder with its bytes and sha256); re-export the model")
+        if not verify:
+            continue
+        if not path.is_file():
+            raise VggEdgeError(f"{path}: named in the manifest but missing; copy the whole artifact folder again")
+        if path.stat().st_size != meta.get("bytes") or sha256_file(path) != meta.get("sha256"):
+            raise VggEdgeError(f"{path}: sha256 or size differs from the manifest (tampered or truncated); copy the artifact again")
     return info
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One file's result: the top label and the `top_k` (label, probability) pairs, best first."""
+
+    path: str
+    label: str
+    confidence: float
+    top: list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class _Backend:
+    run: Callable[[np.ndarray], np.ndarray]  # model-dtype batch -> raw output batch
+    n_outputs: int | None  # the class count the runtime reports (None when the model leaves it dynamic)
 
 
 class Predictor:
@@ -90,7 +110,13 @@ class Predictor:
 
     def __init__(self, info: ArtifactInfo, threads: int | None = None, device: str = "CPU"):
         self.info = info
-        self._run = _open_backend(info, threads, device)
+        backend = _open_backend(info, threads, device)
+        if backend.n_outputs is not None and backend.n_outputs != len(info.labels):
+            raise VggEdgeError(
+                f"{info.path / MANIFEST}: {len(info.labels)} labels but {info.model_path.name} has {backend.n_outputs} outputs; "
+                "the labels belong to another model: re-export it"
+            )
+        self._run = backend.run
 
     @property
     def labels(self) -> list[str]:
@@ -101,6 +127,7 @@ class Predictor:
         return self.info.image_size
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities (n, classes) for uint8 RGB pixels as `images.read_image` decodes them."""
         if pixels.ndim == 3:
             pixels = pixels[None]
         expected = (self.image_size, self.image_size, 3)
@@ -113,6 +140,23 @@ class Predictor:
         """Decode one file exactly as training did."""
         return read_image(path, self.image_size)
 
+    def classify(self, paths: Sequence[str | os.PathLike], top_k: int = 1, batch_size: int = 32) -> tuple[list[Prediction], dict[str, str]]:
+        """Labelled predictions for the readable files, and a one-line reason for each unreadable one.
+
+        Files are decoded a batch at a time, so a folder of any size runs in bounded memory.
+        """
+        results: list[Prediction] = []
+        failures: dict[str, str] = {}
+        for start in range(0, len(paths), batch_size):
+            loaded = read_images(paths[start:start + batch_size], self.image_size)
+            failures.update(loaded.failures)
+            if not loaded.paths:
+                continue
+            for path, p in zip(loaded.paths, self.predict(loaded.pixels)):
+                top = [(self.labels[i], float(p[i])) for i in np.argsort(-p, kind="stable")[:max(1, top_k)]]
+                results.append(Prediction(str(path), top[0][0], top[0][1], top))
+        return results, failures
+
 
 def load_artifact(artifact: str | os.PathLike, threads: int | None = None, device: str = "CPU", allow_rejected: bool = False) -> Predictor:
     """Verify an artifact folder and open it in its runtime."""
@@ -120,6 +164,30 @@ def load_artifact(artifact: str | os.PathLike, threads: int | None = None, devic
     if info.status != "accepted" and not allow_rejected:
         raise VggEdgeError(f"{info.path}: this artifact failed its parity gate ({info.status}); use an accepted export")
     return Predictor(info, threads, device)
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], dict[str, str], int]:
+    """Files as given and folders expanded to the image files below them.
+
+    Returns the files, a reason for each path that names nothing usable (missing, a folder
+    without images), and how many non-image entries the folders held (skipped, counted).
+    """
+    files: list[Path] = []
+    failures: dict[str, str] = {}
+    skipped = 0
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found, ignored = find_images(path)
+            skipped += ignored
+            files.extend(found)
+            if not found:
+                failures[str(path)] = f"{path}: folder holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        elif path.is_file():
+            files.append(path)
+        else:
+            failures[str(path)] = f"{path}: no such file or folder (or a broken symlink)"
+    return files, failures, skipped
 
 
 def _to_input(pixels: np.ndarray, spec: dict) -> np.ndarray:
@@ -141,21 +209,23 @@ def _from_output(raw: np.ndarray, spec: dict) -> np.ndarray:
     return raw.astype(np.float32)
 
 
-def _open_backend(info: ArtifactInfo, threads: int | None, device: str):
-    """A callable batch -> output for the artifact's runtime."""
+def _open_backend(info: ArtifactInfo, threads: int | None, device: str) -> _Backend:
+    """The artifact's model opened in the runtime its format needs (imported only now)."""
     opener = {"onnx": _onnxruntime, "tflite": _litert, "openvino": _openvino}[info.format]
     try:
         return opener(info.model_path, threads, device)
     except ImportError as exc:
         extra = {"onnx": "onnx", "tflite": "tflite", "openvino": "openvino"}[info.format]
         raise VggEdgeError(f"{info.model_path}: needs the {info.format} runtime ({exc.name} is not installed); pip install 'vgg-edge[{extra}]'") from None
-    except VggEdgeError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # each runtime has its own exception types for a corrupt or foreign model
         raise VggEdgeError(f"{info.model_path}: the {info.format} runtime cannot load it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def _onnxruntime(model: Path, threads: int | None, device: str):
+def _static(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _onnxruntime(model: Path, threads: int | None, device: str) -> _Backend:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -165,15 +235,15 @@ def _onnxruntime(model: Path, threads: int | None, device: str):
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.upper() == "GPU" else ["CPUExecutionProvider"]
     session = ort.InferenceSession(str(model), options, providers=providers)
     name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    return _Backend(lambda x: session.run(None, {name: x})[0], _static(session.get_outputs()[0].shape[-1]))
 
 
-def _litert(model: Path, threads: int | None, device: str):
+def _litert(model: Path, threads: int | None, device: str) -> _Backend:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model), num_threads=threads or None)
     input_index = interpreter.get_input_details()[0]["index"]
-    output_index = interpreter.get_output_details()[0]["index"]
+    output = interpreter.get_output_details()[0]
     state: dict[str, Any] = {"batch": None}
 
     def run(x: np.ndarray) -> np.ndarray:
@@ -183,39 +253,16 @@ def _litert(model: Path, threads: int | None, device: str):
             state["batch"] = len(x)
         interpreter.set_tensor(input_index, x)
         interpreter.invoke()
-        return interpreter.get_tensor(output_index).copy()
+        return interpreter.get_tensor(output["index"]).copy()
 
-    return run
+    return _Backend(run, _static(int(output["shape"][-1])))
 
 
-def _openvino(model: Path, threads: int | None, device: str):
+def _openvino(model: Path, threads: int | None, device: str) -> _Backend:
     import openvino as ov
 
-    core = ov.Core()
     config = {"INFERENCE_NUM_THREADS": threads} if threads and device.upper() == "CPU" else {}
-    compiled = core.compile_model(core.read_model(model), device.upper(), config)
+    compiled = ov.Core().compile_model(str(model), device.upper(), config)
     request = compiled.create_infer_request()
-    return lambda x: request.infer({0: x})[compiled.output(0)]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    path: str
-    label: str
-    confidence: float
-    top: list[tuple[str, float]]
-
-
-def classify(predictor: Predictor, paths: list[str | os.PathLike], top_k: int = 1, batch_size: int = 16) -> tuple[list[Prediction], dict[str, str]]:
-    """Labelled predictions for the readable files, and a reason for each unreadable one."""
-    from .images import read_images
-
-    loaded = read_images(paths, predictor.image_size)
-    results: list[Prediction] = []
-    for start in range(0, len(loaded.paths), batch_size):
-        probs = predictor.predict(loaded.pixels[start:start + batch_size])
-        for path, p in zip(loaded.paths[start:start + batch_size], probs):
-            order = np.argsort(-p)[:max(1, top_k)]
-            top = [(predictor.labels[i], float(p[i])) for i in order]
-            results.append(Prediction(str(path), top[0][0], top[0][1], top))
-    return results, loaded.failures
+    classes = compiled.output(0).get_partial_shape()[-1]
+    return _Backend(lambda x: request.infer({0: x})[compiled.output(0)], classes.get_length() if classes.is_static else None)

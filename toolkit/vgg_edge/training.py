@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from . import plots
 from .data import SPLITS, SplitManifest, builtin_digits, drop_unreadable, label_counts, load_split, plan_split
@@ -90,7 +91,7 @@ def train(config: TrainConfig) -> TrainResult:
         failures.update(loaded.failures)
     drop_unreadable(manifest, failures)
     for why in list(failures.values())[:5]:
-        console.print(f"[yellow]skipped[/] {why}")
+        console.print(f"[yellow]skipped[/] {escape(why)}")
     if manifest.dropped_duplicates:
         console.print(f"[yellow]dropped {len(manifest.dropped_duplicates)} duplicate images[/] (identical bytes in another split or class)")
 
