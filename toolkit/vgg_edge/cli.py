@@ -144,6 +144,113 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    paths: list[Path] = typer.Argument(..., help="exported/<run> (every artifact in it), artifact folders, and/or run directories (their Keras model is the baseline)."),
+    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Batch sizes of the throughput sweep, comma-separated."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts, comma-separated; the first gets the batch sweep, the rest batch 1 (default: all cores, then 1)."),
+    min_runs: int = typer.Option(20, "--min-runs", min=1, help="Timed calls per batch size, at least."),
+    min_seconds: float = typer.Option(2.0, "--min-seconds", min=0.0, help="Timed seconds per batch size, at least."),
+    warmup_runs: int = typer.Option(3, "--warmup-runs", min=0),
+    warmup_seconds: float = typer.Option(1.0, "--warmup-seconds", min=0.0),
+    images: int = typer.Option(64, "--images", min=1, help="Test-split images used as inputs."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Time each source run's Keras model (tf.function) as the baseline of the ratios."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json/csv/md and the plots (default: exported/<run>/bench)."),
+    compare_with: Optional[Path] = typer.Option(None, "--compare", help="An earlier bench.json: print new/old ratios of median latency and throughput."),
+    fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", min=1.0, help="With --compare: exit 1 if a median latency grew by more than this ratio (1.10: 10%)."),
+) -> None:
+    """Latency percentiles and throughput of every export in every runtime, beside its accuracy; each runtime in its own process."""
+    import shlex
+
+    from .bench import BenchConfig, compare, discover, load_bench, parse_ints, regressions, run_bench, summary_rows
+
+    if fail_if_slower is not None and compare_with is None:
+        raise VggEdgeError("--fail-if-slower needs --compare OLD.json (the bench.json to compare against)")
+    old = load_bench(compare_with) if compare_with else None
+    config = BenchConfig(
+        batch_sizes=parse_ints(batch_sizes, "--batch-sizes"), threads=parse_ints(threads, "--threads") if threads else (),
+        min_runs=min_runs, min_seconds=min_seconds, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds, images=images,
+    )
+    targets = discover(paths, baseline=baseline)
+    out = out or Path("exported") / Path(targets[0].run).resolve().name / "bench"
+    command = shlex.join(["vgg-edge", "bench", *sys.argv[2:]])
+    doc = run_bench(targets, config, out, command, on_target=lambda t: console.print(f"[bold]bench[/] {escape(t.key)}"))
+    header, rows = summary_rows(doc)
+    table = Table(title=f"vgg-edge bench: batch 1 latency and throughput at {doc['config']['threads'][0]} threads (x Keras: ratio to the baseline in this run)")
+    for column in header:
+        table.add_column(column, justify="left" if column in ("run", "target", "runtime", "device") else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    Console().print(table)
+    console.print(f"[green]wrote[/] {out}/bench.json, bench.csv, bench.md, latency.png, pareto.png, throughput.png")
+    if old is None:
+        return
+    comparisons = compare(doc, old)
+    table = Table(title=f"against {escape(str(compare_with))} (new/old; latency above 1 is slower)")
+    for column in ("target", "threads", "batch", "old p50 ms", "new p50 ms", "latency new/old", "throughput new/old"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for c in comparisons:
+        table.add_row(escape(c.key), str(c.threads), str(c.batch), f"{c.old_p50_ms:.2f}", f"{c.new_p50_ms:.2f}", f"{c.latency_ratio:.3f}", f"{c.throughput_ratio:.3f}")
+    Console().print(table)
+    if not comparisons:
+        raise VggEdgeError(f"{compare_with}: no target, thread count and batch size in common with this bench; compare like with like")
+    slower = regressions(comparisons, fail_if_slower) if fail_if_slower else []
+    for c in slower:
+        console.print(f"[red]slower:[/] {escape(c.key)} threads {c.threads} batch {c.batch}: median {c.old_p50_ms:.2f} -> {c.new_p50_ms:.2f} ms (x{c.latency_ratio:.3f} > {fail_if_slower})")
+    if slower:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`."),
+    format: str = typer.Option(..., "--format", help="tflite, onnx, openvino, or all."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, dynamic (int8 weights, float activations), int8 (calibrated, full integer), or all."),
+    int8: bool = typer.Option(False, "--int8", help="Shorthand for --precision int8."),
+    fp16: bool = typer.Option(False, "--fp16", help="Shorthand for --precision fp16."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="dynamic/int8 gate: the largest allowed drop, in percentage points, of accuracy and of each class's sensitivity."),
+    calibration_size: Optional[int] = typer.Option(None, "--calibration-size", min=1, help="int8: train-split images to calibrate on, stratified by class (default 200)."),
+    calibration_seed: int = typer.Option(0, "--calibration-seed", help="int8: seed of the calibration sample."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),
+) -> None:
+    """Convert a run, prove parity with the Keras model on its recorded test split, or refuse (exit 1)."""
+    from .export import EXPORTERS, PRECISIONS, ExportJob
+
+    if int8 and fp16:
+        raise VggEdgeError("--int8 and --fp16: pick one precision")
+    precision = "int8" if int8 else "fp16" if fp16 else precision
+    formats = list(EXPORTERS) if format == "all" else [format]
+    precisions = list(PRECISIONS) if precision == "all" else [precision]
+    single = len(formats) == 1 and len(precisions) == 1
+    with ExportJob(run, calibration_size, calibration_seed) as job:
+        results = [
+            job.export(f, p, out if single or out is None else out / f"{f}-{p}", max_drop)
+            for f in formats for p in precisions
+        ]
+    console.print(parity_table(results))
+    for result in results:
+        if not result.accepted:
+            console.print(f"[red]rejected[/] {result.format}-{result.precision}: {'; '.join(result.failures)} (report: {result.artifact / 'manifest.json'})")
+    if not all(r.accepted for r in results):
+        raise typer.Exit(1)
+
+
+def parity_table(results) -> Table:
+    """One row per exported artifact: the gate's verdict and the figures it was based on."""
+    table = Table(title="parity with the Keras model on the recorded test split")
+    for column in ("artifact", "status", "MB", "convert s", "accuracy", "drop pp", "flips", "max |dp|", "tried"):
+        table.add_column(column, justify="left" if column in ("artifact", "status") else "right")
+    for r in results:
+        p, m = r.parity, r.manifest
+        size = sum(f["bytes"] for f in m["files"].values()) / 1e6
+        table.add_row(
+            str(r.artifact), "[green]accepted[/]" if r.accepted else "[red]rejected[/]", f"{size:.1f}",
+            f"{m['conversion']['seconds']:.1f}", f"{p['reference_accuracy']:.4f} -> {p['accuracy']:.4f}",
+            f"{p['accuracy_drop_pp']:+.2f}", f"{p['flips']}/{p['n']}", f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"])),
+        )
+    return table
+
+
 def metrics_table(metrics: dict, title: str) -> Table:
     """Per-class sensitivity/specificity/AUC with the overall accuracy in the title."""
     table = Table(title=f"{title}: accuracy {metrics['accuracy']:.4f} on {metrics['n']} images")

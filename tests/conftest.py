@@ -1,0 +1,36 @@
+"""Shared fixtures: real data from ../shared, real weights through $VGG_EDGE_WEIGHTS, one tiny real run.
+
+Nothing here downloads. The session-scoped `trained_run` trains once, at 32 px on the shared
+MNIST digits, and every export/bench/predict test reads it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(os.environ.get("VGG_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+WEIGHTS = SHARED / "weights" / "vgg16_imagenet_notop.h5"
+MNIST = SHARED / "data" / "mnist-digits"
+BRAIN = SHARED / "data" / "brain-mri"
+SKIN = SHARED / "data" / "skin-lesion"
+
+if WEIGHTS.is_file():
+    os.environ.setdefault("VGG_EDGE_WEIGHTS", str(WEIGHTS))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not WEIGHTS.is_file() or not MNIST.is_dir():
+        raise pytest.UsageError(f"the tests need the shared data beside the checkout ({SHARED}); set VGG_EDGE_SHARED")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A real VGG16 run on the shared MNIST digits at 32 px: 2 head epochs + 1 fine-tuning epoch."""
+    from vgg_edge.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "mnist-32"
+    train(TrainConfig(out=out, data=MNIST, image_size=32, epochs=2, fine_tune_epochs=1, fine_tune_blocks=1, batch_size=64))
+    return out

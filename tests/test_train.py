@@ -1,0 +1,77 @@
+"""One real end-to-end training run (shared MNIST digits, 32 px), asserted through its outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import MNIST
+from PIL import Image
+
+from vgg_edge.data import SplitManifest
+
+
+def test_run_directory_is_complete(trained_run: Path) -> None:
+    for name in ("model.keras", "labels.json", "config.json", "split.json", "history.json", "metrics.json", "report.json", "curves.png", "confusion_matrix.png"):
+        assert (trained_run / name).is_file(), name
+    assert not [p for p in trained_run.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    for png in ("curves.png", "confusion_matrix.png"):
+        with Image.open(trained_run / png) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+
+
+def test_metrics_are_real_and_consistent(trained_run: Path) -> None:
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    labels = json.loads((trained_run / "labels.json").read_text())["labels"]
+    assert labels == [str(i) for i in range(10)]
+    assert metrics["n"] == 1000 and metrics["accuracy"] > 0.8  # 10 classes: chance is 0.1
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 1000
+    assert np.trace(cm) / cm.sum() == metrics["accuracy"]
+    for i, label in enumerate(labels):
+        m = metrics["per_class"][label]
+        assert m["support"] == cm[i].sum()
+        assert m["sensitivity"] == cm[i, i] / cm[i].sum()
+        assert 0.5 < m["specificity"] <= 1 and 0.5 < m["roc_auc"] <= 1
+
+
+def test_split_manifest_records_the_shared_test_split(trained_run: Path) -> None:
+    m = SplitManifest.load(trained_run / "split.json")
+    test_files = {e.path for e in m.files("test")}
+    assert test_files == {f"test/{p.parent.name}/{p.name}" for p in (MNIST / "test").glob("*/*.png")}
+    assert not {e.sha256 for e in m.files("train")} & {e.sha256 for e in m.files("test")}
+    assert len(m.files("val")) > 0 and all(e.path.startswith("train/") for e in m.files("val"))
+
+
+def test_history_has_both_phases(trained_run: Path) -> None:
+    phases = json.loads((trained_run / "history.json").read_text())["phases"]
+    assert [p["phase"] for p in phases] == ["head", "fine-tune"]
+    assert phases[0]["learning_rate"] == 1e-3 and phases[1]["learning_rate"] == 1e-4
+    report = json.loads((trained_run / "report.json").read_text())
+    assert report["feature_cache"] is True and report["kept_phase"] in ("head", "fine-tune")
+
+
+def test_saved_model_has_no_random_layers_and_reproduces_its_metrics(trained_run: Path) -> None:
+    from vgg_edge.run import RunDir
+    from vgg_edge.training import evaluate_run
+
+    model = RunDir.open(trained_run).load_model()
+    assert not [layer.name for layer in model.layers if type(layer).__name__.startswith("Random")]
+    recorded = json.loads((trained_run / "metrics.json").read_text())
+    assert evaluate_run(trained_run)["confusion_matrix"] == recorded["confusion_matrix"]
+
+
+def test_cli_evaluate_and_clean_errors(trained_run: Path, tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "vgg_edge", "evaluate", str(trained_run)]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "reproduced" in done.stderr
+
+    bad = subprocess.run([sys.executable, "-m", "vgg_edge", "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "data folder not found" in bad.stderr and str(tmp_path / "nope") in bad.stderr
+    assert not (tmp_path / "r").exists()

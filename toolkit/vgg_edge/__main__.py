@@ -1,0 +1,5 @@
+"""`python -m vgg_edge` is the `vgg-edge` command."""
+
+from .cli import main
+
+main()
