@@ -162,7 +162,7 @@ def bench(
     """Latency percentiles and throughput of every export in every runtime, beside its accuracy; each runtime in its own process."""
     import shlex
 
-    from .bench import BenchConfig, compare, discover, load_bench, parse_ints, regressions, run_bench, summary_rows
+    from .bench import BenchConfig, compare, discover, load_bench, parse_ints, regressions, run_bench, summary_rows, unmeasured
 
     if fail_if_slower is not None and compare_with is None:
         raise VggEdgeError("--fail-if-slower needs --compare OLD.json (the bench.json to compare against)")
@@ -178,10 +178,13 @@ def bench(
     header, rows = summary_rows(doc)
     table = Table(title=f"vgg-edge bench: batch 1 latency and throughput at {doc['config']['threads'][0]} threads (x Keras: ratio to the baseline in this run)")
     for column in header:
-        table.add_column(column, justify="left" if column in ("run", "target", "runtime", "device") else "right", overflow="fold")
+        table.add_column(column, justify="left" if column in ("run", "target", "runtime", "device", "gate") else "right")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
-    Console().print(table)
+    wide = Console(width=None if sys.stdout.isatty() else 220)  # a log file gets the whole table, not 80 folded columns
+    wide.print(table)
+    for line in unmeasured(doc):
+        console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
     console.print(f"[green]wrote[/] {out}/bench.json, bench.csv, bench.md, latency.png, pareto.png, throughput.png")
     if old is None:
         return
@@ -191,7 +194,7 @@ def bench(
         table.add_column(column, justify="left" if column == "target" else "right")
     for c in comparisons:
         table.add_row(escape(c.key), str(c.threads), str(c.batch), f"{c.old_p50_ms:.2f}", f"{c.new_p50_ms:.2f}", f"{c.latency_ratio:.3f}", f"{c.throughput_ratio:.3f}")
-    Console().print(table)
+    wide.print(table)
     if not comparisons:
         raise VggEdgeError(f"{compare_with}: no target, thread count and batch size in common with this bench; compare like with like")
     slower = regressions(comparisons, fail_if_slower) if fail_if_slower else []

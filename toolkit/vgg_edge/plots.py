@@ -57,3 +57,62 @@ def confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], dest: P
     for (i, j), value in np.ndenumerate(cm):
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black")
     save_figure(fig, dest)
+
+
+def _bench_label(target: dict) -> str:
+    """'onnx-int8 CPU', prefixed with the run when a bench covers several runs."""
+    return f"{Path(target['run']).name}/{target['name']} {target['device']}"
+
+
+def bench_latency_distribution(targets: Sequence[dict], dest: Path) -> None:
+    """Box plot of every timed batch-1 call per target (primary thread count): the spread, not just the median."""
+    plt = _pyplot()
+    rows = [(t, m) for t in targets for m in t["measurements"][:1]]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+    ax.boxplot([m["samples_ms"] for _, m in rows], vert=False, whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(rows) + 1), [f"{_bench_label(t)} (b{m['batch']}, {m['threads']} thr)" for t, m in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("latency per call (ms); whiskers p1-p99")
+    ax.set_title("Latency distribution")
+    ax.grid(axis="x", alpha=0.3)
+    save_figure(fig, dest)
+
+
+def bench_pareto(targets: Sequence[dict], dest: Path) -> None:
+    """Accuracy against median batch-1 latency; the Pareto front (nothing both faster and more accurate) joined."""
+    plt = _pyplot()
+    points = [(t["measurements"][0]["latency_ms"]["p50"], t["accuracy"], _bench_label(t)) for t in targets if t["accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for x, y, label in points:
+        ax.scatter(x, y, s=30)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front, best = [], -1.0
+    for x, y, _ in sorted(points):
+        if y > best:
+            front.append((x, y))
+            best = y
+    if front:
+        ax.plot(*zip(*front), "--", color="grey", label="Pareto front")
+        ax.legend()
+    ax.set_xlabel("median latency, batch 1 (ms)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy vs latency")
+    ax.grid(alpha=0.3)
+    save_figure(fig, dest)
+
+
+def bench_throughput(targets: Sequence[dict], dest: Path) -> None:
+    """Images per second against batch size, one line per target (primary thread count)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for t in targets:
+        threads = t["measurements"][0]["threads"]
+        sweep = sorted((m["batch"], m["throughput_ips"]) for m in t["measurements"] if m["threads"] == threads)
+        ax.plot(*zip(*sweep), marker="o", label=_bench_label(t))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("throughput (images/s)")
+    ax.set_title("Throughput vs batch size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, dest)
