@@ -198,3 +198,46 @@ def test_find_images_skips_loops_hidden_and_non_images(tmp_path):
     found, skipped = find_images(folder)
     assert found == [folder / "a [1].png", folder / "sub" / "b.jpg"]
     assert skipped == 3
+
+
+#: What `bad_corpus` writes: readable files (awkward but valid) and files no decoder can use.
+READABLE = ("deep 16-bit.png", "alpha RGBA.png", "palette.png", "cmyk.jpg", "rotated exif.jpg", "résumé scan [1].png", "mono1.dcm")
+UNREADABLE = ("zero-byte.png", "truncated.jpg", "text named.png", "bomb.png", "cine.dcm")
+
+
+def bad_corpus(folder: Path, seed: int = 0) -> Path:
+    """Every awkward input of the issue in one folder, plus a looping file link and a looping folder link."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(rng.integers(0, 65536, (40, 40)).astype(np.uint16)).save(folder / "deep 16-bit.png")
+    Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (40, 40), dtype=np.uint8)]), "RGBA").save(folder / "alpha RGBA.png")
+    Image.fromarray(rgb).quantize(colors=8).save(folder / "palette.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[0x0112] = 8
+    rotated.save(folder / "rotated exif.jpg", exif=exif)
+    Image.fromarray(rgb).save(folder / "résumé scan [1].png")
+    write_dicom(folder / "mono1.dcm", rng.integers(0, 4096, (40, 40)).astype(np.uint16), "MONOCHROME1", RescaleSlope=1, RescaleIntercept=-1024)
+    (folder / "zero-byte.png").write_bytes(b"")
+    jpeg = folder / "truncated.jpg"
+    Image.fromarray(rgb).save(jpeg)
+    jpeg.write_bytes(jpeg.read_bytes()[:300])
+    (folder / "text named.png").write_text("not an image\n")
+    png_claiming(folder / "bomb.png", 30_000, 30_000)
+    write_dicom(folder / "cine.dcm", np.zeros((2, 8, 8), np.uint8))
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    (folder / "loop dir").symlink_to(folder, target_is_directory=True)
+    return folder
+
+
+def test_bad_corpus_decodes_or_names_each_file(tmp_path):
+    folder = bad_corpus(tmp_path / "corpus")
+    found, skipped = find_images(folder)
+    assert sorted(p.name for p in found) == sorted(READABLE + UNREADABLE) and skipped == 1  # the looping link
+    loaded = read_images(found, 32)
+    assert sorted(p.name for p in loaded.paths) == sorted(READABLE)
+    assert sorted(Path(p).name for p in loaded.failures) == sorted(UNREADABLE)
+    for path, why in loaded.failures.items():
+        assert why.startswith(f"{path}: ") and "\n" not in why
