@@ -247,7 +247,7 @@ def parity_table(results) -> Table:
         p, m = r.parity, r.manifest
         size = sum(f["bytes"] for f in m["files"].values()) / 1e6
         table.add_row(
-            str(r.artifact), "[green]accepted[/]" if r.accepted else "[red]rejected[/]", f"{size:.1f}",
+            r.artifact.name, "[green]accepted[/]" if r.accepted else "[red]rejected[/]", f"{size:.1f}",
             f"{m['conversion']['seconds']:.1f}", f"{p['reference_accuracy']:.4f} -> {p['accuracy']:.4f}",
             f"{p['accuracy_drop_pp']:+.2f}", f"{p['flips']}/{p['n']}", f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"])),
         )
@@ -272,6 +272,3 @@ def main() -> None:
     except VggEdgeError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:  # every writer is atomic: what was being written is discarded, earlier files stay
-        console.print("[yellow]interrupted[/]: unfinished output discarded, earlier artifacts left as they were")
-        sys.exit(130)

@@ -1,0 +1,75 @@
+"""The one exporter interface: each format implements `convert`, the pipeline does the rest.
+
+A format module (tflite, onnx, openvino) knows how to turn the Keras model into its own model
+file(s) at a precision, and which settings to try, in order, when a quantized model misses its
+parity gate. Everything else (calibration data, the parity run, the gate, the manifest, the
+atomic publishing) is shared and lives in `pipeline.py`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .calibration import CalibrationReader
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One set of converter settings; `name` is what the report says was tried."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Conversion:
+    """What a converter produced: the tensors' names and types as the edge runtime must feed them."""
+
+    input: dict  # name, shape, dtype (+ quantization {scale, zero_point} for integer inputs)
+    output: dict  # name, shape, dtype (+ quantization)
+    settings: dict  # the converter settings actually used, for the manifest
+
+
+class SourceModel:
+    """The trained Keras model, with a SavedModel export made once and shared by the formats that need it."""
+
+    def __init__(self, model, image_size: int, validation: tuple[np.ndarray, np.ndarray], scratch: Path):
+        self.model = model
+        self.image_size = image_size
+        self.validation = validation  # (pixels, labels) of the run's val split, for accuracy-aware quantizers
+        self._scratch = scratch
+
+    @cached_property
+    def saved_model(self) -> Path:
+        """`model.export(dir)`: the route the TFLite and OpenVINO converters take (measured to match Keras)."""
+        path = Path(tempfile.mkdtemp(prefix="savedmodel-", dir=self._scratch))
+        self.model.export(str(path), format="tf_saved_model", verbose=False)
+        return path
+
+    @property
+    def input_shape(self) -> list:
+        return [None, self.image_size, self.image_size, 3]
+
+
+class Exporter(ABC):
+    """Converts a `SourceModel` into one format at one precision."""
+
+    format: ClassVar[str]
+    model_file: ClassVar[str]  # the file the edge runtime opens
+
+    def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
+        """Settings to try in order until the gate passes; the first is the format's default."""
+        return [Attempt("default")]
+
+    @abstractmethod
+    def convert(self, source: SourceModel, dest: Path, precision: str, calibration: CalibrationReader | None, attempt: Attempt) -> Conversion:
+        """Write the model file(s) for `precision` into the empty folder `dest`."""

@@ -1,0 +1,80 @@
+"""OpenVINO IR: SavedModel -> `ov.convert_model` -> `ov.save_model`.
+
+fp32 needs `compress_to_fp16=False` (the default silently writes fp16 weights); fp16 is that
+compression; dynamic is NNCF weight compression (int8 weights, float activations, no
+calibration); int8 is `nncf.quantize` on the calibration set, and its fallback is
+`nncf.quantize_with_accuracy_control`, which keeps the most sensitive layers in float until the
+accuracy drop on the run's VALIDATION split is within the gate's bound (the test split stays
+unseen until the parity run).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Attempt, Conversion, Exporter, SourceModel
+from .calibration import CalibrationReader
+
+
+class OpenvinoExporter(Exporter):
+    format = "openvino"
+    model_file = "model.xml"
+
+    def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
+        if precision != "int8":
+            return [Attempt("default")]
+        return [
+            Attempt("nncf.quantize", {}),
+            Attempt("nncf.quantize_with_accuracy_control on the val split", {"accuracy_control": True, "max_drop": max_drop}),
+        ]
+
+    def convert(self, source: SourceModel, dest: Path, precision: str, calibration: CalibrationReader | None, attempt: Attempt) -> Conversion:
+        import openvino as ov
+
+        model = ov.convert_model(str(source.saved_model))
+        settings: dict = {"converter": "openvino.convert_model(SavedModel from keras model.export)"}
+        if precision == "dynamic":
+            import nncf
+
+            model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+            settings["quantization"] = "nncf.compress_weights(INT8_ASYM): int8 weights, float activations"
+        elif precision == "int8":
+            model, settings["quantization"] = _quantize(model, source, calibration, attempt.options)
+        dest.mkdir(parents=True, exist_ok=True)
+        ov.save_model(model, dest / self.model_file, compress_to_fp16=precision == "fp16")
+        settings["compress_to_fp16"] = precision == "fp16"
+        return Conversion(_port_spec(model.inputs[0], "float32"), _port_spec(model.outputs[0], "float32"), settings)
+
+
+def _quantize(model, source: SourceModel, calibration: CalibrationReader, options: dict):
+    import nncf
+
+    dataset = nncf.Dataset(list(calibration.batches()))
+    size = len(calibration)
+    if not options.get("accuracy_control"):
+        return nncf.quantize(model, dataset, subset_size=size), {"tool": "nncf.quantize", "preset": "performance", "subset_size": size}
+    pixels, labels = source.validation
+    batches = [(pixels[i:i + 32].astype(np.float32), labels[i:i + 32]) for i in range(0, len(pixels), 32)]
+
+    def accuracy(compiled, items) -> float:
+        correct = total = 0
+        for x, y in items:
+            correct += int((compiled(x)[0].argmax(axis=1) == y).sum())
+            total += len(y)
+        return correct / total
+
+    quantized = nncf.quantize_with_accuracy_control(
+        model, dataset, nncf.Dataset(batches, lambda item: item[0]), accuracy,
+        max_drop=options["max_drop"] / 100, drop_type=nncf.DropType.ABSOLUTE, subset_size=size,
+    )
+    return quantized, {
+        "tool": "nncf.quantize_with_accuracy_control", "subset_size": size, "validation": f"val split, {len(pixels)} images",
+        "max_drop_pp": options["max_drop"],
+    }
+
+
+def _port_spec(port, dtype: str) -> dict:
+    shape = [None if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
+    return {"name": port.get_any_name(), "shape": shape, "dtype": dtype}
