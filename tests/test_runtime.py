@@ -150,7 +150,7 @@ def test_predict_cli_json_csv_table(artifacts, test_files, tmp_path):
 def test_predict_cli_on_bad_corpus(artifacts, tmp_path):
     """Readable oddities are classified; each unreadable file and missing path is named; exit status 1."""
     corpus = bad_corpus(tmp_path / "corpus ñ")
-    missing = tmp_path / "no such scan.png"
+    missing = tmp_path / "odd [" / "gone].png"  # '[/gone]' in the message reads as rich markup: it must print as is
     proc = vgg_edge("predict", artifacts["onnx"], corpus, missing, corpus / "loop.png", "--json")
     errors = assert_clean_failure(proc, 1, *UNREADABLE, missing.name, "loop.png")
     assert len(errors) == len(UNREADABLE) + 2

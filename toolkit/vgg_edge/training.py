@@ -91,7 +91,7 @@ def train(config: TrainConfig) -> TrainResult:
         failures.update(loaded.failures)
     drop_unreadable(manifest, failures)
     for why in list(failures.values())[:5]:
-        console.print(f"[yellow]skipped[/] {escape(why)}")
+        console.print(f"[yellow]skipped[/] {escape(why)}", soft_wrap=True)
     if manifest.dropped_duplicates:
         console.print(f"[yellow]dropped {len(manifest.dropped_duplicates)} duplicate images[/] (identical bytes in another split or class)")
 

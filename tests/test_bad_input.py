@@ -1,0 +1,156 @@
+"""`vgg-edge train` (and model loading) against bad input, through the real console script.
+
+A data folder mixing real MNIST digits with every kind of broken file trains, counting what it
+skipped; a failing or interrupted train leaves the earlier run byte-identical with no temporary
+folders left behind; a model file that would run code on loading is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MNIST
+from test_images import UNREADABLE, bad_corpus, write_dicom
+
+from vgg_edge.errors import VggEdgeError
+from vgg_edge.run import RunDir
+
+VGG_EDGE = Path(sys.executable).with_name("vgg-edge")
+TINY_TRAIN = ("--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "--fine-tune-blocks", "0", "--batch-size", "16")
+
+
+def vgg_edge(*args: str | Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VGG_EDGE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder` with its bytes: equal snapshots mean nothing was touched."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(parent: Path, keep: set[str]) -> list[str]:
+    """Entries of `parent` other than `keep`: temporary or half-written folders of an atomic write."""
+    return sorted(p.name for p in parent.iterdir() if p.name not in keep)
+
+
+def digits(dest: Path, digit: int, count: int) -> Path:
+    """A class folder of real MNIST images (links into the shared data)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in sorted((MNIST / "train" / str(digit)).iterdir())[:count]:
+        (dest / path.name).symlink_to(path)
+    return dest
+
+
+def interrupt_after(args: list, marker: str, log: Path, timeout: float = 240) -> tuple[int, str]:
+    """Start `vgg-edge ARGS`, send SIGINT (Ctrl-C) once `marker` appears in its stderr, return (status, stderr)."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen([str(VGG_EDGE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout
+        while marker not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, f"finished before {marker!r} was seen:\n{log.read_text()}"
+        proc.send_signal(signal.SIGINT)
+        status = proc.wait(timeout=120)
+    return status, log.read_text()
+
+
+@pytest.fixture
+def previous_run(trained_run, tmp_path) -> Path:
+    """A good earlier run at the --out of the next train."""
+    out = tmp_path / "runs" / "good run"
+    shutil.copytree(trained_run, out)
+    return out
+
+
+def test_train_skips_and_counts_bad_files(tmp_path):
+    """Broken files are skipped, counted and recorded; DICOM, unicode and spaces are fine; loops are not followed."""
+    data = tmp_path / "data ñ"
+    digits(data / "zero 0", 0, 14)
+    ones = digits(data / "uno [1]", 1, 30)
+    corpus = bad_corpus(tmp_path / "corpus")
+    for name in UNREADABLE:
+        shutil.copy(corpus / name, ones / name)
+    (ones / "odd [").mkdir()
+    (ones / "odd [" / "text].png").write_text("'[/text]' in the path reads as rich markup: it must not break the output")
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        write_dicom(ones / f"scan {i}.dcm", rng.integers(0, 4096, (28, 28)).astype(np.uint16), WindowCenter=2000, WindowWidth=3000)
+    (ones / "loop").symlink_to(ones, target_is_directory=True)
+    (ones / "loop.png").symlink_to(ones / "loop.png")
+
+    out = tmp_path / "out run"
+    proc = vgg_edge("train", "--data", data, "--out", out, *TINY_TRAIN)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    skipped = [line for line in proc.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 5 and all(line.count(": ") >= 1 and str(ones) in line for line in skipped)  # the first five, named
+    report = json.loads((out / "report.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    assert report["unreadable"] == len(UNREADABLE) + 1
+    assert sorted(Path(p).name for p in split["unreadable"]) == sorted([*UNREADABLE, "text].png"])
+    assert {Path(e["path"]).name for e in split["entries"]} >= {"scan 0.dcm", "scan 1.dcm", "scan 2.dcm"}
+    assert split["labels"] == ["uno [1]", "zero 0"]
+    assert leftovers(tmp_path, {"data ñ", "corpus", "out run"}) == []
+
+
+def test_failed_train_keeps_previous_run(previous_run, tmp_path):
+    """A data folder that cannot train (one class has no readable image) fails in one line and touches nothing."""
+    data = tmp_path / "data"
+    digits(data / "0", 0, 6)
+    corpus = bad_corpus(tmp_path / "corpus")
+    (data / "1").mkdir()
+    for name in UNREADABLE:
+        shutil.copy(corpus / name, data / "1" / name)
+    before = snapshot(previous_run)
+    proc = vgg_edge("train", "--data", data, "--out", previous_run, *TINY_TRAIN)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "class '1' has no usable train images" in errors[0]
+    assert snapshot(previous_run) == before
+    assert leftovers(previous_run.parent, {previous_run.name}) == []
+
+
+def test_missing_data_folder_is_one_line(tmp_path):
+    proc = vgg_edge("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run", *TINY_TRAIN)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {tmp_path / 'nowhere'}: data folder not found")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_during_train_keeps_previous_run(previous_run, tmp_path):
+    data = tmp_path / "data"
+    for digit in (0, 1):
+        digits(data / str(digit), digit, 60)
+    before = snapshot(previous_run)
+    status, stderr = interrupt_after(
+        ["train", "--data", data, "--out", previous_run, "--image-size", "32", "--epochs", "500", "--patience", "500",
+         "--fine-tune-epochs", "0", "--fine-tune-blocks", "0"],
+        marker="head epoch 1/500", log=tmp_path / "train.log",
+    )
+    assert status == 130 and "Traceback" not in stderr, stderr
+    assert snapshot(previous_run) == before  # model.keras and every other file byte-identical
+    assert leftovers(previous_run.parent, {previous_run.name}) == []
+
+
+def test_model_loading_never_unpickles(previous_run):
+    """A model.keras with a Python lambda in it is refused (Keras safe_mode), by the API and by the CLI."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(keras.layers.GlobalAveragePooling2D()(inputs))
+    keras.Model(inputs, outputs).save(previous_run / "model.keras")
+    assert keras.saving.load_model(previous_run / "model.keras", safe_mode=False) is not None  # a valid file, refused only for safety
+
+    with pytest.raises(VggEdgeError, match=r"model\.keras: cannot load the model .*Lambda"):
+        RunDir.open(previous_run).load_model()
+    proc = vgg_edge("evaluate", previous_run)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "model.keras: cannot load the model" in proc.stderr
