@@ -235,3 +235,11 @@ def test_manifest_lists_every_file(artifacts):
         info = read_manifest(folder)
         on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
         assert set(info.manifest["files"]) == on_disk and info.model_file in on_disk, fmt
+
+
+def test_training_command_on_an_edge_install_is_one_line(tmp_path):
+    """With TensorFlow absent (as in `pip install vgg-edge[edge]`), `train` says what to install instead of a traceback."""
+    script = "import sys\nsys.modules['tensorflow'] = sys.modules['keras'] = None\nsys.argv = ['vgg-edge', 'train', '--out', %r]\nfrom vgg_edge.cli import main\nmain()" % str(tmp_path / "run")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "error: this command needs keras, which this install lacks; pip install 'vgg-edge[full]'"

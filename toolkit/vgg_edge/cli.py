@@ -272,3 +272,6 @@ def main() -> None:
     except VggEdgeError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
+    except ModuleNotFoundError as exc:  # an edge install (`vgg-edge[edge]`) has no TensorFlow, converters or plots
+        console.print(f"[red]error:[/] this command needs {exc.name}, which this install lacks; pip install 'vgg-edge\\[full]'", soft_wrap=True)
+        sys.exit(2)
