@@ -567,6 +567,19 @@ def regressions(comparisons: list[Comparison], max_ratio: float) -> list[Compari
     return [c for c in comparisons if c.latency_ratio > max_ratio]
 
 
+def command_line(paths: list[Path], config: BenchConfig, out: Path, baseline: bool = True) -> str:
+    """The `vgg-edge bench` command that repeats this measurement, every setting spelled out."""
+    import shlex
+
+    def ints(values: tuple[int, ...]) -> str:
+        return ",".join(map(str, values))
+
+    args = ["vgg-edge", "bench", *map(str, paths), "--batch-sizes", ints(config.batch_sizes), "--threads", ints(config.thread_counts()),
+            "--min-runs", str(config.min_runs), "--min-seconds", f"{config.min_seconds:g}", "--warmup-runs", str(config.warmup_runs),
+            "--warmup-seconds", f"{config.warmup_seconds:g}", "--images", str(config.images), *([] if baseline else ["--no-baseline"]), "--out", str(out)]
+    return shlex.join(args)
+
+
 def parse_ints(text: str, option: str) -> tuple[int, ...]:
     """'1,8,32' -> (1, 8, 32); anything else is a one-line error naming the option."""
     try:

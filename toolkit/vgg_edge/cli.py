@@ -160,9 +160,7 @@ def bench(
     fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", min=1.0, help="With --compare: exit 1 if a median latency grew by more than this ratio (1.10: 10%)."),
 ) -> None:
     """Latency percentiles and throughput of every export in every runtime, beside its accuracy; each runtime in its own process."""
-    import shlex
-
-    from .bench import BenchConfig, compare, discover, load_bench, parse_ints, regressions, run_bench, summary_rows, unmeasured
+    from .bench import BenchConfig, command_line, compare, discover, load_bench, parse_ints, regressions, run_bench, summary_rows, unmeasured
 
     if fail_if_slower is not None and compare_with is None:
         raise VggEdgeError("--fail-if-slower needs --compare OLD.json (the bench.json to compare against)")
@@ -173,8 +171,7 @@ def bench(
     )
     targets = discover(paths, baseline=baseline)
     out = out or Path("exported") / Path(targets[0].run).resolve().name / "bench"
-    command = shlex.join(["vgg-edge", "bench", *sys.argv[2:]])
-    doc = run_bench(targets, config, out, command, on_target=lambda t: console.print(f"[bold]bench[/] {escape(t.key)}"))
+    doc = run_bench(targets, config, out, command_line(paths, config, out, baseline), on_target=lambda t: console.print(f"[bold]bench[/] {escape(t.key)}"))
     header, rows = summary_rows(doc)
     table = Table(title=f"vgg-edge bench: batch 1 latency and throughput at {doc['config']['threads'][0]} threads (x Keras: ratio to the baseline in this run)")
     for column in header:

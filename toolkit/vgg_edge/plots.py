@@ -59,18 +59,19 @@ def confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], dest: P
     save_figure(fig, dest)
 
 
-def _bench_label(target: dict) -> str:
-    """'onnx-int8 CPU', prefixed with the run when a bench covers several runs."""
-    return f"{Path(target['run']).name}/{target['name']} {target['device']}"
+def _bench_labels(targets: Sequence[dict]) -> list[str]:
+    """'onnx-int8 CPU' per target, prefixed with its run when the bench covers several runs."""
+    several = len({t["run"] for t in targets}) > 1
+    return [f"{Path(t['run']).name + '/' if several else ''}{t['name']} {t['device']}" for t in targets]
 
 
 def bench_latency_distribution(targets: Sequence[dict], dest: Path) -> None:
     """Box plot of every timed batch-1 call per target (primary thread count): the spread, not just the median."""
     plt = _pyplot()
-    rows = [(t, m) for t in targets for m in t["measurements"][:1]]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
-    ax.boxplot([m["samples_ms"] for _, m in rows], vert=False, whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
-    ax.set_yticks(range(1, len(rows) + 1), [f"{_bench_label(t)} (b{m['batch']}, {m['threads']} thr)" for t, m in rows])
+    first = [t["measurements"][0] for t in targets]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(first) + 1.5))
+    ax.boxplot([m["samples_ms"] for m in first], orientation="horizontal", whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+    ax.set_yticks(range(1, len(first) + 1), [f"{label} (b{m['batch']}, {m['threads']} thr)" for label, m in zip(_bench_labels(targets), first)])
     ax.invert_yaxis()
     ax.set_xlabel("latency per call (ms); whiskers p1-p99")
     ax.set_title("Latency distribution")
@@ -81,7 +82,7 @@ def bench_latency_distribution(targets: Sequence[dict], dest: Path) -> None:
 def bench_pareto(targets: Sequence[dict], dest: Path) -> None:
     """Accuracy against median batch-1 latency; the Pareto front (nothing both faster and more accurate) joined."""
     plt = _pyplot()
-    points = [(t["measurements"][0]["latency_ms"]["p50"], t["accuracy"], _bench_label(t)) for t in targets if t["accuracy"] is not None]
+    points = [(t["measurements"][0]["latency_ms"]["p50"], t["accuracy"], label) for t, label in zip(targets, _bench_labels(targets)) if t["accuracy"] is not None]
     fig, ax = plt.subplots(figsize=(8, 5))
     for x, y, label in points:
         ax.scatter(x, y, s=30)
@@ -92,7 +93,7 @@ def bench_pareto(targets: Sequence[dict], dest: Path) -> None:
             front.append((x, y))
             best = y
     if front:
-        ax.plot(*zip(*front), "--", color="grey", label="Pareto front")
+        ax.plot(*zip(*front), "--o", color="grey", markerfacecolor="none", markersize=10, label="Pareto front")
         ax.legend()
     ax.set_xlabel("median latency, batch 1 (ms)")
     ax.set_ylabel("test accuracy")
@@ -105,11 +106,13 @@ def bench_throughput(targets: Sequence[dict], dest: Path) -> None:
     """Images per second against batch size, one line per target (primary thread count)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for t in targets:
+    for t, label in zip(targets, _bench_labels(targets)):
         threads = t["measurements"][0]["threads"]
         sweep = sorted((m["batch"], m["throughput_ips"]) for m in t["measurements"] if m["threads"] == threads)
-        ax.plot(*zip(*sweep), marker="o", label=_bench_label(t))
+        ax.plot(*zip(*sweep), marker="o", label=label)
     ax.set_xscale("log", base=2)
+    batches = sorted({m["batch"] for t in targets for m in t["measurements"]})
+    ax.set_xticks(batches, [str(b) for b in batches])
     ax.set_xlabel("batch size")
     ax.set_ylabel("throughput (images/s)")
     ax.set_title("Throughput vs batch size")

