@@ -49,10 +49,10 @@ def digits(dest: Path, digit: int, count: int) -> Path:
     return dest
 
 
-def interrupt_after(args: list, marker: str, log: Path, timeout: float = 240) -> tuple[int, str]:
+def interrupt_after(args: list, marker: str, log: Path, timeout: float = 240, env: dict | None = None) -> tuple[int, str]:
     """Start `vgg-edge ARGS`, send SIGINT (Ctrl-C) once `marker` appears in its stderr, return (status, stderr)."""
     with open(log, "w") as err:
-        proc = subprocess.Popen([str(VGG_EDGE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen([str(VGG_EDGE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=err, env=env)
         deadline = time.monotonic() + timeout
         while marker not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)

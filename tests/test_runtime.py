@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bad_input import interrupt_after, leftovers, snapshot
 from test_images import READABLE, UNREADABLE, bad_corpus
 
 from vgg_edge.errors import VggEdgeError
@@ -243,3 +245,20 @@ def test_training_command_on_an_edge_install_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == "error: this command needs keras, which this install lacks; pip install 'vgg-edge[full]'"
+
+
+def test_ctrl_c_during_export_keeps_previous_artifact(trained_run, artifacts, tmp_path):
+    """Interrupted while converting over an accepted artifact: the artifact stays byte-identical, no scratch left."""
+    previous = tmp_path / "exported" / "onnx-fp32"
+    shutil.copytree(artifacts["onnx"], previous)
+    before = snapshot(previous)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    status, stderr = interrupt_after(
+        ["export", trained_run, "--format", "onnx", "--precision", "fp32", "--out", previous],
+        marker="decode test", log=tmp_path / "export.log", env=os.environ | {"TMPDIR": str(scratch)},
+    )
+    assert status == 130 and "Traceback" not in stderr, stderr
+    assert snapshot(previous) == before
+    assert leftovers(previous.parent, {previous.name}) == [] and list(scratch.iterdir()) == []
+    load_artifact(previous)  # still verifies and opens
