@@ -78,7 +78,6 @@ class Target:
     path: str  # run directory (keras) or artifact folder
     run: str  # run directory whose test split feeds it and whose Keras model is its baseline
     image_size: int
-    status: str = "accepted"  # the artifact's parity-gate verdict
 
     @property
     def runtime(self) -> str:
@@ -105,7 +104,7 @@ def discover(paths: list[Path], baseline: bool = True) -> list[Target]:
         if (path / MANIFEST).is_file():
             artifacts.append(path)
         elif (path / "model.keras").is_file():
-            runs.append(path)
+            runs.append(path.resolve())  # manifests record resolved paths: one run, one baseline
         elif path.is_dir() and (found := sorted(p for p in path.iterdir() if (p / MANIFEST).is_file())):
             artifacts.extend(found)
         else:
@@ -115,7 +114,7 @@ def discover(paths: list[Path], baseline: bool = True) -> list[Target]:
         info = read_manifest(folder, verify=False)
         run = _source_run(info.manifest, folder, runs)
         for device in DEVICES[info.format]:
-            targets.append(Target(folder.name, info.format, info.precision, device, str(folder), str(run), info.image_size, info.status))
+            targets.append(Target(folder.name, info.format, info.precision, device, str(folder), str(run), info.image_size))
     for run in dict.fromkeys([*runs, *(Path(t.run) for t in targets)]) if baseline else runs:
         opened = RunDir.open(run)
         targets.insert(0, Target("keras", "keras", "fp32", "CPU", str(run), str(run), opened.image_size))
@@ -231,7 +230,8 @@ def run_worker(job_path: Path, result_path: Path) -> None:
         probs = predict(pixels[:1])
         t4 = time.perf_counter()
     except ImportError as exc:
-        write_json(result_path, {**result, "status": "skipped", "reason": f"{exc.name} is not installed; pip install 'vgg-edge[edge]'"})
+        extra = "full" if target.format == "keras" else target.format
+        write_json(result_path, {**result, "status": "skipped", "reason": f"{exc.name} is not installed; pip install 'vgg-edge[{extra}]'"})
         return
     if probs.shape != (1, job["classes"]):
         raise VggEdgeError(f"{target.path}: returned shape {probs.shape}, expected (1, {job['classes']})")
@@ -269,7 +269,7 @@ class BenchReport:
 def run_bench(targets: list[Target], config: BenchConfig, out: Path, command: str = "", on_target=None) -> dict:
     """Measure every target in its own processes; write bench.json/csv/md and the plots into `out`."""
     threads = config.thread_counts()
-    report = BenchReport(environment=environment(targets), config={**asdict(config), "threads": list(threads)}, command=command)
+    report = BenchReport(environment=environment(), config={**asdict(config), "threads": list(threads)}, command=command)
     with tempfile.TemporaryDirectory(prefix="vgg-edge-bench-") as scratch:
         pools = _image_pools(targets, config.images, Path(scratch))
         absent: dict[tuple[str, str], str] = {}  # (format, device) -> why: asked once, not once per artifact
@@ -359,7 +359,7 @@ def add_ratios(doc: dict) -> None:
             }
 
 
-def environment(targets: list[Target]) -> dict:
+def environment() -> dict:
     """CPU model and ISA flags, cores, memory, GPU, OS, package versions: what the figures depend on."""
     cpu = {"model": platform.processor() or platform.machine(), "flags": []}
     try:
@@ -430,7 +430,7 @@ def write_outputs(doc: dict, out: Path) -> None:
         plots.bench_throughput(measured, out / "throughput.png")
 
 
-CSV_COLUMNS = ("run", "name", "format", "precision", "runtime", "device", "status", "reason", "threads", "batch", "runs",
+CSV_COLUMNS = ("run", "name", "format", "precision", "gate", "runtime", "device", "status", "reason", "threads", "batch", "runs",
                "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "std_ms", "throughput_ips",
                "latency_vs_keras", "throughput_vs_keras", "accuracy", "accuracy_drop_pp", "size_bytes", "cold_start_s", "peak_rss_mb")
 
@@ -441,7 +441,7 @@ def to_csv(doc: dict) -> str:
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for t in doc["targets"]:
-        common = {"run": Path(t["run"]).name, "name": t["name"], "format": t["format"], "precision": t["precision"], "runtime": t["runtime"],
+        common = {"run": Path(t["run"]).name, "name": t["name"], "format": t["format"], "precision": t["precision"], "gate": t["parity_status"], "runtime": t["runtime"],
                   "device": t["device"], "status": t["status"], "reason": t["reason"] or "", "accuracy": t["accuracy"],
                   "accuracy_drop_pp": t["accuracy_drop_pp"], "size_bytes": t["size_bytes"], "peak_rss_mb": t["peak_rss_mb"],
                   "cold_start_s": t["cold_start"]["total_s"] if t["cold_start"] else None}
