@@ -28,6 +28,7 @@ TINY_TRAIN = ("--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", 
 
 
 def vgg_edge(*args: str | Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The installed console script, run as a user runs it."""
     return subprocess.run([str(VGG_EDGE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 

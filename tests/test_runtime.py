@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bad_input import interrupt_after, leftovers, snapshot
+from test_bad_input import interrupt_after, leftovers, snapshot, vgg_edge
 from test_images import READABLE, UNREADABLE, bad_corpus
 
 from vgg_edge.errors import VggEdgeError
@@ -28,7 +28,6 @@ from vgg_edge.runtime import MANIFEST, load_artifact, read_manifest
 
 FORMATS = ("onnx", "tflite", "openvino")
 HEAVY = ("tensorflow", "keras", "sklearn", "matplotlib")
-VGG_EDGE = Path(sys.executable).with_name("vgg-edge")
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +45,6 @@ def artifacts(trained_run, tmp_path_factory) -> dict[str, Path]:
 def test_files(trained_run) -> list[Path]:
     split = RunDir.open(trained_run).split
     return [Path(split.data_root) / e.path for e in split.files("test")]
-
-
-def vgg_edge(*args: str | Path) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
-    return subprocess.run([str(VGG_EDGE), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 def assert_clean_failure(proc: subprocess.CompletedProcess, status: int, *named: str) -> list[str]:
