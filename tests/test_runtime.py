@@ -190,6 +190,10 @@ def _escape_folder(folder: Path, doc: dict) -> dict:
     return doc | {"files": doc["files"] | {"../outside.bin": {"sha256": "0" * 64, "bytes": 1}}}
 
 
+def _malformed(folder: Path, doc: dict) -> dict:
+    return doc | {"output": "probabilities"}
+
+
 def _rejected(folder: Path, doc: dict) -> dict:
     return doc | {"status": "rejected"}
 
@@ -202,9 +206,10 @@ def _rejected(folder: Path, doc: dict) -> dict:
         (_one_label_less, r"manifest\.json: 9 labels but the model has 10 outputs"),
         (_one_label_less_everywhere, r"manifest\.json: 9 labels but model\.\w+ has 10 outputs"),
         (_escape_folder, r"manifest\.json: bad 'files' entry '\.\./outside\.bin'"),
+        (_malformed, r"manifest\.json: malformed manifest"),
         (_rejected, r"failed its parity gate"),
     ],
-    ids=["wrong-hash", "missing-file", "labels-vs-manifest", "labels-vs-model", "path-escape", "rejected"],
+    ids=["wrong-hash", "missing-file", "labels-vs-manifest", "labels-vs-model", "path-escape", "malformed", "rejected"],
 )
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_bad_artifact_refused_in_one_line(artifacts, tmp_path, test_files, fmt, change, message):

@@ -67,11 +67,11 @@ def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> ArtifactI
             output=doc["output"], status=doc.get("status", "accepted"), manifest=doc,
         )
         files = dict(doc["files"])
+        n_out = info.output["shape"][-1]
     except (KeyError, TypeError, IndexError, ValueError) as exc:
         raise VggEdgeError(f"{manifest_path}: malformed manifest (bad or missing {exc}); re-export the model") from None
     if info.format not in FORMATS:
         raise VggEdgeError(f"{manifest_path}: unknown format {info.format!r}; expected one of {', '.join(FORMATS)}")
-    n_out = info.output.get("shape", [None, None])[-1]
     if n_out is not None and n_out != len(info.labels):
         raise VggEdgeError(f"{manifest_path}: {len(info.labels)} labels but the model has {n_out} outputs; re-export the model")
     if info.model_file not in files:
