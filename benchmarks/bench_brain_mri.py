@@ -140,6 +140,33 @@ def bench(paths: list[Path], name: str) -> None:
     shutil.copy(LOGS / f"{name}.log", out / "bench.log")
 
 
+def summarize(names: list[str]) -> str:
+    """benchmarks/results/bench_brain_mri.md: per size, the best int8 against the issue's targets, and the reference row."""
+    from vgg_edge.bench import load_bench, measurement
+
+    lines = ["# Brain-MRI bench: every export against Keras (tf.function) measured in the same run", "",
+             "Produced by `.venv/bin/python benchmarks/bench_brain_mri.py`; full tables in each folder's bench.md, raw figures in bench.json.",
+             "Targets (issue 4): the best int8 artifact at <= 0.40x the Keras median latency at batch 1 and >= 2.4x its throughput at batch 8.", ""]
+    for name in names:
+        doc = load_bench(RESULTS / name / "bench.json")
+        threads = doc["config"]["threads"][0]
+        lines += [f"## {name}", "", f"`{doc['command']}`", "",
+                  "| target | runtime | gate | accuracy | p50 ms b1 | x Keras p50 b1 | img/s b8 | x Keras img/s b8 |", "|---|---|---|---|---|---|---|---|"]
+        rows = [(t, measurement(t, 1, threads), measurement(t, 8, threads)) for t in doc["targets"] if t["status"] == "ok"]
+        for t, b1, b8 in rows:
+            lines.append(f"| {t['name']} | {t['runtime']} | {t['parity_status'] or '-'} | {'-' if t['accuracy'] is None else format(t['accuracy'], '.4f')} | "
+                         f"{b1['latency_ms']['p50']:.1f} | {b1['vs_keras']['latency_p50']:.2f} | {b8['throughput_ips']:.2f} | {b8['vs_keras']['throughput']:.2f} |")
+        int8 = [(t, b1, b8) for t, b1, b8 in rows if t["precision"] == "int8"]
+        if int8:
+            fastest = min(int8, key=lambda r: r[1]["vs_keras"]["latency_p50"])
+            busiest = max(int8, key=lambda r: r[2]["vs_keras"]["throughput"])
+            latency, throughput = fastest[1]["vs_keras"]["latency_p50"], busiest[2]["vs_keras"]["throughput"]
+            lines += ["", f"Best int8 at batch 1: {fastest[0]['name']} at {latency:.2f}x Keras latency (target <= 0.40: {'met' if latency <= 0.40 else 'missed'}); "
+                      f"at batch 8: {busiest[0]['name']} at {throughput:.2f}x Keras throughput (target >= 2.4: {'met' if throughput >= 2.4 else 'missed'})."]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     os.environ.setdefault("VGG_EDGE_WEIGHTS", str(ROOT.parent / "shared" / "weights" / "vgg16_imagenet_notop.h5"))
     run128 = ROOT / "runs" / "brain-mri-128"
@@ -149,8 +176,11 @@ def main() -> None:
     every = ["fp32", "fp16", "dynamic", "int8"]
     exported = {run128: export(run128, every), run224: export(run224, every), run240: export(run240, ["fp32", "int8"])}
     reference_artifact(run240)  # lands in exported/brain-mri-240-brief/, benchmarked with ours
+    names = []
     for run, folder in exported.items():
-        bench([run, folder], f"bench_brain_mri_{RunDir.open(run).image_size}")
+        names.append(f"bench_brain_mri_{RunDir.open(run).image_size}")
+        bench([run, folder], names[-1])
+    (RESULTS / "bench_brain_mri.md").write_text(summarize(names))
 
 
 if __name__ == "__main__":

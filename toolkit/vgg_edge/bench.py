@@ -42,7 +42,7 @@ from .runtime import MANIFEST, read_manifest
 
 SCHEMA = "vgg-edge-bench/1"
 PERCENTILES = (50, 90, 95, 99)
-#: Devices each format can run on, besides the CPU: (runtime device name, what must be present).
+#: The runtime behind each format, and the devices tried for it (an absent one becomes a skipped row).
 RUNTIMES = {"keras": "tensorflow", "onnx": "onnxruntime", "tflite": "ai-edge-litert", "openvino": "openvino"}
 DEVICES = {"keras": ("CPU",), "onnx": ("CPU", "CUDA", "TensorRT"), "tflite": ("CPU",), "openvino": ("CPU", "GPU")}
 #: The ONNX Runtime execution provider behind each device.
@@ -508,7 +508,8 @@ def to_markdown(doc: dict) -> str:
         f"Method: batch sizes {config['batch_sizes']} at {config['threads'][0]} threads (thread sweep at batch 1: {config['threads'][1:] or 'none'}); "
         f"warm-up {config['warmup_runs']} runs and {config['warmup_seconds']} s; at least {config['min_runs']} timed runs and {config['min_seconds']} s; "
         f"{config['images']} test-split images as inputs; each target in its own process. Latency is per call (one batch); "
-        "ratios are against the Keras tf.function baseline of the same run, measured in this run.", "",
+        "ratios are against the Keras baseline of the same run measured in this bench (a tf.function over model(x, training=False), "
+        "like the edge runtimes timed from uint8 pixels to probabilities).", "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(row) + " |" for row in rows), "",
