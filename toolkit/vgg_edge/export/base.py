@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -53,6 +54,13 @@ class SourceModel:
         """`model.export(dir)`: the route the TFLite and OpenVINO converters take (measured to match Keras)."""
         path = Path(tempfile.mkdtemp(prefix="savedmodel-", dir=self._scratch))
         self.model.export(str(path), format="tf_saved_model", verbose=False)
+        return path
+
+    def cached(self, name: str, make: Callable[[Path], None]) -> Path:
+        """A scratch file built once by `make(path)` and shared by later conversions (e.g. the float ONNX graph)."""
+        path = self._scratch / name
+        if not path.exists():
+            make(path)
         return path
 
     @property

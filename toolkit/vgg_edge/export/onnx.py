@@ -4,6 +4,7 @@ int8 by onnxruntime.quantization (int8: pre-processing, then static QDQ with a c
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from .base import Attempt, Conversion, Exporter, SourceModel
@@ -31,31 +32,36 @@ class OnnxExporter(Exporter):
         import tensorflow as tf
         import tf2onnx
 
+        def from_keras(path: Path) -> None:
+            signature = (tf.TensorSpec(source.input_shape, tf.float32, name="image"),)
+            tf2onnx.convert.from_keras(source.model, input_signature=signature, opset=OPSET, output_path=str(path))
+
+        float_path = source.cached("float.onnx", from_keras)  # converted once, quantized per precision
         dest.mkdir(parents=True, exist_ok=True)
         model_path = dest / self.model_file
-        float_path = dest.parent / f".{dest.name}-fp32.onnx" if precision in ("dynamic", "int8") else model_path
-        signature = (tf.TensorSpec(source.input_shape, tf.float32, name="image"),)
-        tf2onnx.convert.from_keras(source.model, input_signature=signature, opset=OPSET, output_path=str(float_path))
         settings: dict = {"converter": "tf2onnx.convert.from_keras", "opset": OPSET}
-        if precision == "fp16":
+        if precision == "fp32":
+            shutil.copyfile(float_path, model_path)
+        elif precision == "fp16":
             from onnxruntime.transformers.float16 import convert_float_to_float16
 
-            onnx.save(convert_float_to_float16(onnx.load(str(model_path)), keep_io_types=True), str(model_path))
+            onnx.save(convert_float_to_float16(onnx.load(str(float_path)), keep_io_types=True), str(model_path))
             settings["fp16"] = "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)"
         elif precision == "dynamic":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             quantize_dynamic(str(float_path), str(model_path), weight_type=QuantType.QUInt8)
-            settings["quantization"] = "onnxruntime.quantization.quantize_dynamic: uint8 weights, activations quantized at run time"
+            settings["quantization"] = (
+                "onnxruntime.quantization.quantize_dynamic: uint8 weights; activations quantized at run time with one scale "
+                "per input batch, so a prediction depends slightly on the batch it is in"
+            )
         elif precision == "int8":
-            settings["quantization"] = _quantize_static(float_path, model_path, calibration, attempt)
-        if float_path != model_path:
-            float_path.unlink(missing_ok=True)
+            settings["quantization"] = _quantize_static(source, float_path, model_path, calibration, attempt)
         graph = onnx.load(str(model_path), load_external_data=False).graph
         return Conversion(_tensor_spec(graph.input[0]), _tensor_spec(graph.output[0]), settings)
 
 
-def _quantize_static(float_path: Path, model_path: Path, calibration: CalibrationReader, attempt: Attempt) -> dict:
+def _quantize_static(source: SourceModel, float_path: Path, model_path: Path, calibration: CalibrationReader, attempt: Attempt) -> dict:
     """Shape-inference pre-processing, then static QDQ quantization calibrated on `calibration`."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -68,19 +74,15 @@ def _quantize_static(float_path: Path, model_path: Path, calibration: Calibratio
         def get_next(self):
             return next(self._batches, None)
 
-    prepared = float_path.with_name(float_path.stem + "-prep.onnx")
-    quant_pre_process(str(float_path), str(prepared))
+    prepared = source.cached("prepared.onnx", lambda path: quant_pre_process(str(float_path), str(path)))
     graph = onnx.load(str(prepared)).graph
     options = attempt.options
     excluded = _end_layers(graph) if options.get("float_ends") else []
-    try:
-        quantize_static(
-            str(prepared), str(model_path), Reader(graph.input[0].name), quant_format=QuantFormat.QDQ,
-            per_channel=options["per_channel"], activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, options["method"]), nodes_to_exclude=excluded,
-        )
-    finally:
-        prepared.unlink(missing_ok=True)
+    quantize_static(
+        str(prepared), str(model_path), Reader(graph.input[0].name), quant_format=QuantFormat.QDQ,
+        per_channel=options["per_channel"], activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, options["method"]), nodes_to_exclude=excluded,
+    )
     return {
         "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": "int8", "weights": "int8",
         "per_channel": options["per_channel"], "calibration_method": options["method"], "float_nodes": excluded,

@@ -43,7 +43,7 @@ from .tflite import TfliteExporter
 
 EXPORTERS: dict[str, type[Exporter]] = {"tflite": TfliteExporter, "onnx": OnnxExporter, "openvino": OpenvinoExporter}
 DEFAULT_CALIBRATION_SIZE = 200
-BATCH = 32
+BATCH = 32  # parity batch; ORT dynamic quantization scales activations per batch, so it is recorded
 
 
 @dataclass
@@ -128,8 +128,8 @@ class ExportJob:
         attempts = exporter.attempts(precision, max_drop)
         tried: list[dict] = []
         best: tuple[Path, dict, list[str]] | None = None
-        for i, attempt in enumerate(attempts):
-            folder = self._scratch / f"{format}-{precision}-{i}"
+        folders = [self._scratch / f"{format}-{precision}-{i}" for i in range(len(attempts))]
+        for i, (attempt, folder) in enumerate(zip(attempts, folders)):
             doc, failures = self._attempt(exporter, folder, precision, reader, attempt, gate)
             tried.append({"attempt": attempt.name, "passed": not failures, "failures": failures, **_headline(doc["parity"])})
             if best is None or not failures or _worst_drop(doc["parity"]) < _worst_drop(best[1]["parity"]):
@@ -146,6 +146,8 @@ class ExportJob:
         published = _publish(folder, dest if accepted else rejected_name(dest))
         if accepted:
             shutil.rmtree(rejected_name(dest), ignore_errors=True)  # a stale failure report would contradict the good artifact
+        for scratch in folders:  # the attempts not kept
+            shutil.rmtree(scratch, ignore_errors=True)
         return ExportResult(format, precision, published, accepted, doc)
 
     def _attempt(self, exporter: Exporter, folder: Path, precision: str, reader, attempt: Attempt, gate: Gate) -> tuple[dict, list[str]]:
@@ -177,7 +179,7 @@ class ExportJob:
             for start in range(0, len(pixels), BATCH):
                 probs.append(predictor.predict(pixels[start:start + BATCH]))
                 advance(len(probs[-1]))
-        doc["parity"] = compare(y, self.reference, np.concatenate(probs), self.run.labels)
+        doc["parity"] = compare(y, self.reference, np.concatenate(probs), self.run.labels) | {"batch_size": BATCH}
         failures = gate.failures(doc["parity"])
         doc["gate"]["failures"] = failures
         return doc, failures

@@ -1,0 +1,185 @@
+"""`vgg-edge export` on the session's trained run (32 px MNIST digits): every format x precision
+converted, run in its real edge runtime, and held to its parity gate; the manifest's provenance
+and hashes; the gate's refusal of an impossible int8 bound, with the accepted artifact untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vgg_edge.cli import app
+from vgg_edge.errors import VggEdgeError
+from vgg_edge.export import EXPORTERS, PRECISIONS, ExportJob, ExportResult, rejected_name
+from vgg_edge.export.pipeline import BATCH
+from vgg_edge.export.calibration import CalibrationSet, select
+from vgg_edge.fileio import sha256_file
+from vgg_edge.run import RunDir
+from vgg_edge.runtime import load_artifact, read_manifest
+from vgg_edge.ui import console
+
+CALIBRATION = 20  # images: enough for a 32 px model, keeps int8 conversion to seconds
+LOOSE = 10.0  # pp: a 32 px, 3-epoch model flips a few borderline digits when quantized
+GRID = [(f, p) for f in EXPORTERS for p in PRECISIONS]
+
+
+@dataclass
+class Exported:
+    results: dict[tuple[str, str], ExportResult]
+    pixels: np.ndarray  # the recorded test split
+    labels: np.ndarray
+    reference: np.ndarray  # Keras probabilities on it
+    printed: str = ""  # what the export printed
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory) -> Exported:
+    """One job exports the whole grid (the Keras reference and calibration set are loaded once)."""
+    out = tmp_path_factory.mktemp("exported")
+    with ExportJob(trained_run, calibration_size=CALIBRATION) as job, console.capture() as printed:
+        results = {(f, p): job.export(f, p, out / f"{f}-{p}", max_drop=LOOSE) for f, p in GRID}
+        exported = Exported(results, *job.test, job.reference)
+    exported.printed = " ".join(printed.get().split())
+    return exported
+
+
+def test_calibration_is_a_seeded_stratified_sample_of_train_only(trained_run):
+    split = RunDir.open(trained_run).split
+    chosen = select(split, 50, seed=0)
+    assert len(chosen) == 50 and {e.split for e in chosen} == {"train"}
+    assert not {e.path for e in chosen} & {e.path for e in split.files("test")}
+    train_counts = {lab: sum(e.label == lab for e in split.files("train")) for lab in split.labels}
+    for lab in split.labels:  # every class, in proportion to its share of train (+-1 for rounding)
+        share = 50 * train_counts[lab] / len(split.files("train"))
+        assert abs(sum(e.label == lab for e in chosen) - share) <= 1
+    assert [e.path for e in select(split, 50, seed=0)] == [e.path for e in chosen]
+    assert [e.path for e in select(split, 50, seed=1)] != [e.path for e in chosen]
+    pixels = np.zeros((50, 1, 1, 3), np.uint8)
+    assert CalibrationSet(pixels, chosen, 0).sha256 == CalibrationSet(pixels, chosen[::-1], 0).sha256
+    assert CalibrationSet(pixels, chosen, 0).sha256 != CalibrationSet(pixels, select(split, 50, seed=1), 0).sha256
+    with pytest.raises(VggEdgeError, match="at least one image per class"):
+        select(split, len(split.labels) - 1)
+
+
+@pytest.mark.parametrize(("fmt", "precision"), GRID)
+def test_every_export_meets_its_gate_in_its_own_runtime(exported, fmt, precision):
+    result = exported.results[fmt, precision]
+    assert result.accepted, result.failures
+    assert result.artifact.name == f"{fmt}-{precision}" and not rejected_name(result.artifact).exists()
+    parity = result.parity
+    assert parity["n"] == len(exported.labels) == 1000
+    if precision == "fp32":
+        assert parity["flips"] == 0 and parity["max_abs_prob_diff"] <= 1e-4 and parity["accuracy_drop_pp"] == 0
+    elif precision == "fp16":
+        assert parity["flip_rate"] <= 0.001 and parity["max_abs_prob_diff"] <= 1e-2
+    else:  # quantized: a real, measured difference, held to the drop bound
+        assert 0 < parity["max_abs_prob_diff"] < 1
+        assert parity["accuracy_drop_pp"] <= LOOSE
+        assert all(d <= LOOSE for d in parity["sensitivity_drop_pp"].values())
+
+
+@pytest.mark.parametrize("fmt", list(EXPORTERS))
+def test_recorded_int8_parity_is_what_the_device_gets(exported, fmt):
+    """Re-run the published int8 folder as a device would (batches as in the gate) and recompute the figures."""
+    result = exported.results[fmt, "int8"]
+    predictor = load_artifact(result.artifact)
+    probs = np.concatenate([predictor.predict(exported.pixels[i:i + BATCH]) for i in range(0, len(exported.pixels), BATCH)])
+    parity = result.parity
+    assert int((probs.argmax(1) != exported.reference.argmax(1)).sum()) == parity["flips"]
+    assert np.abs(probs - exported.reference).max() == pytest.approx(parity["max_abs_prob_diff"], abs=1e-7)
+    assert parity["accuracy"] == pytest.approx(float((probs.argmax(1) == exported.labels).mean()))
+    assert parity["reference_accuracy"] == pytest.approx(float((exported.reference.argmax(1) == exported.labels).mean()))
+
+
+@pytest.mark.parametrize(("fmt", "precision"), GRID)
+def test_manifest_records_files_source_calibration_and_io(exported, trained_run, fmt, precision):
+    result = exported.results[fmt, precision]
+    on_disk = json.loads((result.artifact / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(result.manifest))
+    info = read_manifest(result.artifact)  # verifies every listed file's size and sha256
+    assert (info.format, info.precision, info.status) == (fmt, precision, "accepted")
+    listed = set(on_disk["files"])
+    assert listed == {p.name for p in result.artifact.iterdir()} - {"manifest.json"}
+    for name, meta in on_disk["files"].items():
+        assert meta == {"sha256": sha256_file(result.artifact / name), "bytes": (result.artifact / name).stat().st_size}
+    assert on_disk["labels"] == RunDir.open(trained_run).labels
+    assert on_disk["source"]["model_sha256"] == sha256_file(Path(trained_run) / "model.keras")
+    assert on_disk["source"]["split_sha256"] == sha256_file(Path(trained_run) / "split.json")
+    assert on_disk["preprocessing"]["in_graph"] and on_disk["preprocessing"]["layer"] == "vgg16_preprocess"
+    assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "openvino", "nncf"} <= set(on_disk["versions"])
+    assert on_disk["created"] and on_disk["conversion"]["seconds"] > 0
+    assert {k: on_disk["input"][k] for k in ("shape", "layout", "range")} == {"shape": [None, 32, 32, 3], "layout": "NHWC", "range": [0, 255]}
+    assert on_disk["output"]["shape"] == [None, 10]
+    if precision == "int8":
+        calibration = on_disk["calibration"]
+        assert calibration["size"] == CALIBRATION and calibration["split"] == "train"
+        assert len(calibration["files"]) == CALIBRATION and len(calibration["sha256"]) == 64
+    else:
+        assert on_disk["calibration"] is None
+    if (fmt, precision) == ("tflite", "int8"):  # full integer: the device quantizes pixels with the model's own scale
+        assert on_disk["input"]["dtype"] == on_disk["output"]["dtype"] == "int8"
+        assert on_disk["input"]["quantization"]["scale"] > 0
+    else:
+        assert on_disk["input"]["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("fmt", list(EXPORTERS))
+def test_smaller_precisions_make_smaller_models(exported, fmt):
+    size = {p: sum(f["bytes"] for f in exported.results[fmt, p].manifest["files"].values()) for p in PRECISIONS}
+    assert size["fp16"] < 0.6 * size["fp32"]
+    assert size["int8"] < 0.35 * size["fp32"]
+
+
+def test_impossible_int8_bound_is_refused_and_the_good_artifact_kept(exported, trained_run, tmp_path):
+    good = tmp_path / "onnx-int8"
+    shutil.copytree(exported.results["onnx", "int8"].artifact, good)
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+    run = CliRunner().invoke(app, [
+        "export", str(trained_run), "--format", "onnx", "--int8", "--max-drop", "0",
+        "--calibration-size", str(CALIBRATION), "--out", str(good),
+    ])
+    assert run.exit_code == 1, run.output
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before  # the accepted artifact is untouched
+    rejected = rejected_name(good)
+    report = json.loads((rejected / "manifest.json").read_text())
+    assert report["status"] == "rejected" and report["gate"]["bounds"] == {"max_drop_pp": 0.0}
+    assert report["gate"]["failures"] and "rejected" in run.output
+    # every fallback the toolchain offers was tried and recorded, and each missed the bound for a measured reason
+    assert [a["attempt"] for a in report["attempts"]] == [a.name for a in EXPORTERS["onnx"]().attempts("int8", 0.0)]
+    assert all(not a["passed"] and a["failures"] for a in report["attempts"])
+    assert report["conversion"]["attempt"] in {a["attempt"] for a in report["attempts"]}
+    with pytest.raises(VggEdgeError, match="failed its parity gate"):
+        load_artifact(rejected)
+    assert load_artifact(rejected, allow_rejected=True).predict(exported.pixels[:2]).shape == (2, 10)
+
+
+@pytest.mark.parametrize("fmt", list(EXPORTERS))
+def test_dynamic_range_is_not_called_int8_and_ignored_calibration_is_warned(exported, fmt):
+    dynamic, int8 = exported.results[fmt, "dynamic"].manifest, exported.results[fmt, "int8"].manifest
+    assert dynamic["precision"] == "dynamic" and dynamic["calibration"] is None and int8["calibration"]["size"] == CALIBRATION
+    assert "weights" in dynamic["conversion"]["settings"]["quantization"]
+    for precision in ("fp32", "fp16", "dynamic"):
+        assert f"{fmt}-{precision} uses no calibration data; --calibration-size {CALIBRATION} is ignored" in exported.printed
+    assert f"{fmt}-int8 uses no calibration data" not in exported.printed
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--format", "caffe"], "--format caffe: unknown"),
+    (["--format", "onnx", "--precision", "int4"], "--precision int4: unknown"),
+    (["--format", "onnx", "--int8", "--fp16"], "pick one precision"),
+])
+def test_bad_options_are_one_line_errors(trained_run, tmp_path, args, message):
+    run = CliRunner().invoke(app, ["export", str(trained_run), *args, "--out", str(tmp_path / "x")])
+    assert isinstance(run.exception, VggEdgeError) and message in str(run.exception)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
+    with pytest.raises(VggEdgeError, match="not a complete run directory"):
+        ExportJob(tmp_path)
