@@ -75,8 +75,12 @@ class Exporter(ABC):
     model_file: ClassVar[str]  # the file the edge runtime opens
 
     def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
-        """Settings to try in order until the gate passes; the first is the format's default."""
-        return [Attempt("default")]
+        """Settings to try in order until the gate passes: one for float and dynamic, fallbacks for int8."""
+        return self.int8_attempts(max_drop) if precision == "int8" else [Attempt("default")]
+
+    @abstractmethod
+    def int8_attempts(self, max_drop: float) -> list[Attempt]:
+        """The format's default int8 settings first, then what its toolchain offers when the gate is missed."""
 
     @abstractmethod
     def convert(self, source: SourceModel, dest: Path, precision: str, calibration: CalibrationReader | None, attempt: Attempt) -> Conversion:

@@ -17,9 +17,7 @@ class OnnxExporter(Exporter):
     format = "onnx"
     model_file = "model.onnx"
 
-    def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
-        if precision != "int8":
-            return [Attempt("default")]
+    def int8_attempts(self, max_drop: float) -> list[Attempt]:
         return [
             Attempt("per-tensor MinMax", {"per_channel": False, "method": "MinMax"}),
             Attempt("per-channel MinMax", {"per_channel": True, "method": "MinMax"}),

@@ -22,9 +22,7 @@ class OpenvinoExporter(Exporter):
     format = "openvino"
     model_file = "model.xml"
 
-    def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
-        if precision != "int8":
-            return [Attempt("default")]
+    def int8_attempts(self, max_drop: float) -> list[Attempt]:
         return [
             Attempt("nncf.quantize", {}),
             Attempt("nncf.quantize_with_accuracy_control on the val split", {"accuracy_control": True, "max_drop": max_drop}),

@@ -10,6 +10,7 @@ debugger's deny-list).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from .base import Attempt, Conversion, Exporter, SourceModel
@@ -20,9 +21,7 @@ class TfliteExporter(Exporter):
     format = "tflite"
     model_file = "model.tflite"
 
-    def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
-        if precision != "int8":
-            return [Attempt("default")]
+    def int8_attempts(self, max_drop: float) -> list[Attempt]:
         return [
             Attempt("full int8, int8 input/output", {"io": "int8"}),
             Attempt("int8, float input/output and dense head", {"io": "float32", "float_ops": ["FULLY_CONNECTED"]}),
@@ -66,11 +65,13 @@ def _full_int8(tf, converter, calibration: CalibrationReader, options: dict) -> 
         converter.inference_output_type = tf.int8
     if not float_ops:
         return converter.convert(), settings
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=representative_dataset,
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops),
-    )
-    return debugger.get_nondebug_quantized_model(), settings
+    with warnings.catch_warnings():  # the debugger uses TF's own (deprecated) interpreter internally
+        warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated", category=UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops),
+        )
+        return debugger.get_nondebug_quantized_model(), settings
 
 
 def _io_specs(flatbuffer: bytes) -> tuple[dict, dict]:
