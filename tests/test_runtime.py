@@ -231,6 +231,14 @@ def test_not_an_artifact(tmp_path, test_files):
         assert message in assert_clean_failure(proc, 2)[0]
 
 
+def test_model_file_or_manifest_names_its_artifact(artifacts, test_files):
+    folder = artifacts["openvino"]
+    for named in (folder / "model.xml", folder / MANIFEST):
+        assert load_artifact(named).info.path == folder
+    proc = vgg_edge("predict", folder / "model.xml", test_files[0], "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["format"] == "openvino", proc.stderr
+
+
 def test_manifest_lists_every_file(artifacts):
     for fmt, folder in artifacts.items():
         info = read_manifest(folder)

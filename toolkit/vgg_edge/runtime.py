@@ -52,7 +52,7 @@ class ArtifactInfo:
 def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> ArtifactInfo:
     """Parse and check `manifest.json`; with `verify`, every listed file's size and sha256 too."""
     folder = Path(artifact)
-    if folder.is_file() and folder.name == MANIFEST:
+    if folder.is_file():  # the manifest or the model file named instead of their folder
         folder = folder.parent
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
