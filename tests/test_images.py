@@ -81,6 +81,23 @@ def test_dicom_rescale_then_window(tmp_path):
     assert (plain == np.round(RAMP * 255.0 / 4000.0).astype(np.uint8)).all()  # a linear map keeps min-max order
 
 
+@pytest.mark.parametrize(
+    "function, expected",
+    [
+        ("LINEAR_EXACT", lambda v: np.clip((v - 1800.0) / 1000.0 + 0.5, 0, 1)),
+        ("SIGMOID", lambda v: 1.0 / (1.0 + np.exp(-4.0 * (v - 1800.0) / 1000.0))),
+    ],
+)
+def test_dicom_voi_functions(tmp_path, function, expected):
+    path = write_dicom(tmp_path / "w.dcm", RAMP, WindowCenter=1800, WindowWidth=1000, VOILUTFunction=function)
+    assert (grey(read_image(path, 4)) == np.round(expected(RAMP.astype(np.float64)) * 255).astype(np.uint8)).all()
+
+
+def test_dicom_zero_window_width_ignored(tmp_path):
+    path = write_dicom(tmp_path / "w0.dcm", RAMP, WindowCenter=1800, WindowWidth=0)
+    assert (grey(read_image(path, 4)) == np.round(RAMP * 255.0 / 4000.0).astype(np.uint8)).all()
+
+
 def test_dicom_multi_frame_refused(tmp_path):
     path = write_dicom(tmp_path / "cine.dcm", np.zeros((3, 8, 8), np.uint8))
     with pytest.raises(ImageReadError, match=r"cine\.dcm: multi-frame DICOM \(3 frames\)"):

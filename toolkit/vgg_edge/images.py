@@ -148,7 +148,7 @@ def _read_dicom(path: Path) -> Image.Image:
         if pixels.ndim == 3:  # colour DICOM (e.g. dermoscopy): already display values
             return Image.fromarray(_min_max_8bit(pixels) if pixels.dtype != np.uint8 else pixels, "RGB")
         values = apply_modality_lut(pixels, ds).astype(np.float64)
-        if "WindowCenter" in ds and "WindowWidth" in ds:
+        if "WindowCenter" in ds and "WindowWidth" in ds and _first(ds.WindowWidth) > 0:  # a zero width is a broken header
             grey = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), str(ds.get("VOILUTFunction", "LINEAR")))
         elif "VOILUTSequence" in ds:
             grey = _min_max_8bit(apply_voi_lut(values, ds, index=0))
