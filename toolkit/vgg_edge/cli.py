@@ -214,19 +214,18 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),
 ) -> None:
     """Convert a run, prove parity with the Keras model on its recorded test split, or refuse (exit 1)."""
-    from .export import EXPORTERS, PRECISIONS, ExportJob
+    from .export import EXPORTERS, PRECISIONS, export_many, export_run
 
     if int8 and fp16:
         raise VggEdgeError("--int8 and --fp16: pick one precision")
     precision = "int8" if int8 else "fp16" if fp16 else precision
     formats = list(EXPORTERS) if format == "all" else [format]
     precisions = list(PRECISIONS) if precision == "all" else [precision]
-    single = len(formats) == 1 and len(precisions) == 1
-    with ExportJob(run, calibration_size, calibration_seed) as job:
-        results = [
-            job.export(f, p, out if single or out is None else out / f"{f}-{p}", max_drop)
-            for f in formats for p in precisions
-        ]
+    options = {"out": out, "max_drop": max_drop, "calibration_size": calibration_size, "calibration_seed": calibration_seed}
+    if len(formats) == 1 and len(precisions) == 1:
+        results = [export_run(run, formats[0], precisions[0], **options)]
+    else:
+        results = export_many(run, formats, precisions, **options)
     console.print(parity_table(results))
     for result in results:
         if not result.accepted:

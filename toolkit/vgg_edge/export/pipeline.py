@@ -63,8 +63,13 @@ class ExportResult:
         return self.manifest["gate"]["failures"]
 
 
+def default_root(run_dir: Path) -> Path:
+    """`exported/<run name>/`: where a run's artifacts go unless --out says otherwise."""
+    return Path("exported") / RunDir(Path(run_dir)).name
+
+
 def default_out(run_dir: Path, format: str, precision: str) -> Path:
-    return Path("exported") / RunDir(Path(run_dir)).name / f"{format}-{precision}"
+    return default_root(run_dir) / f"{format}-{precision}"
 
 
 def rejected_name(dest: Path) -> Path:
@@ -200,7 +205,7 @@ def export_many(
 ) -> list[ExportResult]:
     """Every format x precision; `out` is the parent folder (default `exported/<run>/`)."""
     with ExportJob(run_dir, calibration_size, calibration_seed) as job:
-        root = Path(out) if out else default_out(job.run.path, "x", "y").parent
+        root = Path(out) if out else default_root(job.run.path)
         return [job.export(f, p, root / f"{f}-{p}", max_drop) for f in formats for p in precisions]
 
 
