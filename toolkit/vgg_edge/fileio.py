@@ -39,6 +39,7 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".tmp{dest.suffix}", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _default_mode(tmp_path, 0o666)
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -75,6 +76,7 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    _default_mode(tmp, 0o777)
     try:
         yield tmp
         old = None
@@ -87,6 +89,13 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _default_mode(path: Path, base: int) -> None:
+    """mkstemp/mkdtemp make owner-only entries; give the result the mode a plain open/mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, base & ~umask)
 
 
 def _json_default(obj: Any) -> Any:
