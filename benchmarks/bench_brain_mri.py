@@ -1,6 +1,6 @@
 """Benchmark every brain-MRI export against the Keras tf.function baseline measured in the same run.
 
-    .venv/bin/python benchmarks/bench_brain_mri.py      (from the repository root; about 30 min on 2 cores)
+    .venv/bin/python benchmarks/bench_brain_mri.py [SIZE ...]   (repository root; SIZE of 128 224 240, default all)
 
 Three benches, each one `vgg-edge bench` invocation, results in benchmarks/results/bench_brain_mri_<size>/:
 
@@ -171,21 +171,32 @@ def summarize(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    os.environ.setdefault("VGG_EDGE_WEIGHTS", str(ROOT.parent / "shared" / "weights" / "vgg16_imagenet_notop.h5"))
-    run128 = ROOT / "runs" / "brain-mri-128"
-    if not (run128 / "model.keras").is_file():
-        sys.exit(f"{run128}: missing; train it first with benchmarks/train.sh")
-    run224, run240 = brief_run(224), brief_run(240)
+def prepare(size: int) -> tuple[Path, Path]:
+    """The run and its exports' folder for one input size, each step skipped when done."""
     every = ["fp32", "fp16", "dynamic", "int8"]
-    exported = {run128: export(run128, every, []), run224: export(run224, every, BRIEF_GATE), run240: export(run240, ["fp32", "int8"], BRIEF_GATE)}
-    reference_artifact(run240)  # lands in exported/brain-mri-240-brief/, benchmarked with ours
-    names = []
-    for run, folder in exported.items():
-        names.append(f"bench_brain_mri_{RunDir.open(run).image_size}")
-        bench([run, folder], names[-1])
+    if size == 128:
+        run = ROOT / "runs" / "brain-mri-128"
+        if not (run / "model.keras").is_file():
+            sys.exit(f"{run}: missing; train it first with benchmarks/train.sh")
+        return run, export(run, every, [])
+    if size == 224:
+        run = brief_run(224)
+        return run, export(run, every, BRIEF_GATE)
+    run = brief_run(240)
+    folder = export(run, ["fp32", "int8"], BRIEF_GATE)
+    reference_artifact(run)  # lands in exported/brain-mri-240-brief/, benchmarked with ours
+    return run, folder
+
+
+def main(sizes: list[int]) -> None:
+    """Prepare and bench each size given (default 128 224 240); the summary covers every result present."""
+    os.environ.setdefault("VGG_EDGE_WEIGHTS", str(ROOT.parent / "shared" / "weights" / "vgg16_imagenet_notop.h5"))
+    for size in sizes:
+        run, folder = prepare(size)
+        bench([run, folder], f"bench_brain_mri_{size}")
+    names = [f"bench_brain_mri_{size}" for size in (128, 224, 240) if (RESULTS / f"bench_brain_mri_{size}" / "bench.json").is_file()]
     (RESULTS / "bench_brain_mri.md").write_text(summarize(names))
 
 
 if __name__ == "__main__":
-    main()
+    main([int(a) for a in sys.argv[1:]] or [128, 224, 240])
