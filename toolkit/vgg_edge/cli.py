@@ -178,7 +178,8 @@ def bench(
         table.add_column(column, justify="left" if column in ("run", "target", "runtime", "device", "gate") else "right")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
-    wide = Console(width=None if sys.stdout.isatty() else 220)  # a log file gets the whole table, not 80 folded columns
+    # A log file gets the whole table at its natural width, not 80 folded columns.
+    wide = Console() if sys.stdout.isatty() else Console(width=Console(width=1000).measure(table).maximum)
     wide.print(table)
     for line in unmeasured(doc):
         console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
