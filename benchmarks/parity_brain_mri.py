@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def main() -> None:
 
     calibration_size = args.calibration_size or DEFAULT_CALIBRATION_SIZE
     doc = {
-        "command": f".venv/bin/python benchmarks/parity_brain_mri.py --run {args.run.relative_to(ROOT)} --calibration-size {calibration_size} --max-drop {args.max_drop}",
+        "command": " ".join([".venv/bin/python", "benchmarks/parity_brain_mri.py", *sys.argv[1:]]),
         "run": str(args.run.relative_to(ROOT)),
         "calibration_size": calibration_size,
         "max_drop_pp": args.max_drop,
