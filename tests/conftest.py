@@ -34,3 +34,17 @@ def trained_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "mnist-32"
     train(TrainConfig(out=out, data=MNIST, image_size=32, epochs=2, fine_tune_epochs=1, fine_tune_blocks=1, batch_size=64))
     return out
+
+
+@pytest.fixture(scope="session")
+def fp32_exports(trained_run: Path, tmp_path_factory) -> Path:
+    """fp32 exports of `trained_run` in every format, laid out as `export` does: <root>/<run>/<format>-fp32/.
+
+    Shared by the runtime and bench tests, which only read them (tampering tests work on copies).
+    """
+    from vgg_edge.export import export_many
+
+    out = tmp_path_factory.mktemp("exported") / trained_run.name
+    results = export_many(trained_run, ("onnx", "tflite", "openvino"), ["fp32"], out=out)
+    assert all(r.accepted for r in results), [r.manifest["gate"] for r in results]
+    return out

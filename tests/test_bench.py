@@ -24,14 +24,9 @@ TINY = ["--batch-sizes", "1,3", "--threads", "2,1", "--min-runs", "3", "--min-se
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run: Path, tmp_path_factory) -> Path:
+def exported(fp32_exports: Path) -> Path:
     """fp32 exports of the tiny run in every format, as `export` lays them out: exported/<run>/<format>-fp32/."""
-    from vgg_edge.export import export_many
-
-    out = tmp_path_factory.mktemp("exported") / trained_run.name
-    results = export_many(trained_run, FORMATS, ["fp32"], out=out)
-    assert all(r.accepted for r in results), [r.manifest["gate"] for r in results]
-    return out
+    return fp32_exports
 
 
 @pytest.fixture(scope="module")

@@ -31,14 +31,9 @@ HEAVY = ("tensorflow", "keras", "sklearn", "matplotlib")
 
 
 @pytest.fixture(scope="session")
-def artifacts(trained_run, tmp_path_factory) -> dict[str, Path]:
+def artifacts(fp32_exports) -> dict[str, Path]:
     """fp32 exports of the trained run in every format, each through the real export pipeline."""
-    from vgg_edge.export import export_run
-
-    folder = tmp_path_factory.mktemp("artifacts")
-    results = {fmt: export_run(trained_run, fmt, "fp32", out=folder / fmt) for fmt in FORMATS}
-    assert all(r.accepted for r in results.values()), {f: r.manifest.get("gate") for f, r in results.items()}
-    return {fmt: r.artifact for fmt, r in results.items()}
+    return {fmt: fp32_exports / f"{fmt}-fp32" for fmt in FORMATS}
 
 
 @pytest.fixture(scope="session")

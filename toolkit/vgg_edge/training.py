@@ -30,7 +30,6 @@ from rich.markup import escape
 
 from . import plots
 from .data import SPLITS, SplitManifest, builtin_digits, drop_unreadable, label_counts, load_split, plan_split
-from .errors import VggEdgeError
 from .fileio import atomic_dir, atomic_path, write_json
 from .metrics import classification_metrics
 from .model import AugmentConfig, HeadConfig, augmenting, build_model, conv_block_layers, cut_layer_name, split_at
