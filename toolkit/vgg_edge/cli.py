@@ -85,6 +85,55 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory written by `vgg
 
 
 @app.command()
+def export(
+    run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`."),
+    format: str = typer.Option(..., "--format", help="tflite, onnx, openvino, or all."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, dynamic (int8 weights, float activations), int8 (calibrated, full integer), or all."),
+    int8: bool = typer.Option(False, "--int8", help="Shorthand for --precision int8."),
+    fp16: bool = typer.Option(False, "--fp16", help="Shorthand for --precision fp16."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="dynamic/int8 gate: the largest allowed drop, in percentage points, of accuracy and of each class's sensitivity."),
+    calibration_size: Optional[int] = typer.Option(None, "--calibration-size", min=1, help="int8: train-split images to calibrate on, stratified by class (default 200)."),
+    calibration_seed: int = typer.Option(0, "--calibration-seed", help="int8: seed of the calibration sample."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),
+) -> None:
+    """Convert a run, prove parity with the Keras model on its recorded test split, or refuse (exit 1)."""
+    from .export import EXPORTERS, PRECISIONS, export_many, export_run
+
+    if int8 and fp16:
+        raise VggEdgeError("--int8 and --fp16: pick one precision")
+    precision = "int8" if int8 else "fp16" if fp16 else precision
+    formats = list(EXPORTERS) if format == "all" else [format]
+    precisions = list(PRECISIONS) if precision == "all" else [precision]
+    options = {"out": out, "max_drop": max_drop, "calibration_size": calibration_size, "calibration_seed": calibration_seed}
+    if len(formats) == 1 and len(precisions) == 1:
+        results = [export_run(run, formats[0], precisions[0], **options)]
+    else:
+        results = export_many(run, formats, precisions, **options)
+    console.print(parity_table(results))
+    for result in results:
+        if not result.accepted:
+            console.print(f"[red]rejected[/] {result.format}-{result.precision}: {'; '.join(result.failures)} (report: {result.artifact / 'manifest.json'})")
+    if not all(r.accepted for r in results):
+        raise typer.Exit(1)
+
+
+def parity_table(results) -> Table:
+    """One row per exported artifact: the gate's verdict and the figures it was based on."""
+    table = Table(title="parity with the Keras model on the recorded test split")
+    for column in ("artifact", "status", "MB", "convert s", "accuracy", "drop pp", "flips", "max |dp|", "tried"):
+        table.add_column(column, justify="left" if column in ("artifact", "status") else "right")
+    for r in results:
+        p, m = r.parity, r.manifest
+        size = sum(f["bytes"] for f in m["files"].values()) / 1e6
+        table.add_row(
+            r.artifact.name, "[green]accepted[/]" if r.accepted else "[red]rejected[/]", f"{size:.1f}",
+            f"{m['conversion']['seconds']:.1f}", f"{p['reference_accuracy']:.4f} -> {p['accuracy']:.4f}",
+            f"{p['accuracy_drop_pp']:+.2f}", f"{p['flips']}/{p['n']}", f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"])),
+        )
+    return table
+
+
+@app.command()
 def predict(
     artifact: Path = typer.Argument(..., help="Artifact folder written by `vgg-edge export` (holds manifest.json)."),
     paths: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, DICOM, ...) and folders of them."),
@@ -200,55 +249,6 @@ def bench(
         console.print(f"[red]slower:[/] {escape(c.key)} threads {c.threads} batch {c.batch}: median {c.old_p50_ms:.2f} -> {c.new_p50_ms:.2f} ms (x{c.latency_ratio:.3f} > {fail_if_slower})")
     if slower:
         raise typer.Exit(1)
-
-
-@app.command()
-def export(
-    run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`."),
-    format: str = typer.Option(..., "--format", help="tflite, onnx, openvino, or all."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, dynamic (int8 weights, float activations), int8 (calibrated, full integer), or all."),
-    int8: bool = typer.Option(False, "--int8", help="Shorthand for --precision int8."),
-    fp16: bool = typer.Option(False, "--fp16", help="Shorthand for --precision fp16."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="dynamic/int8 gate: the largest allowed drop, in percentage points, of accuracy and of each class's sensitivity."),
-    calibration_size: Optional[int] = typer.Option(None, "--calibration-size", min=1, help="int8: train-split images to calibrate on, stratified by class (default 200)."),
-    calibration_seed: int = typer.Option(0, "--calibration-seed", help="int8: seed of the calibration sample."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),
-) -> None:
-    """Convert a run, prove parity with the Keras model on its recorded test split, or refuse (exit 1)."""
-    from .export import EXPORTERS, PRECISIONS, export_many, export_run
-
-    if int8 and fp16:
-        raise VggEdgeError("--int8 and --fp16: pick one precision")
-    precision = "int8" if int8 else "fp16" if fp16 else precision
-    formats = list(EXPORTERS) if format == "all" else [format]
-    precisions = list(PRECISIONS) if precision == "all" else [precision]
-    options = {"out": out, "max_drop": max_drop, "calibration_size": calibration_size, "calibration_seed": calibration_seed}
-    if len(formats) == 1 and len(precisions) == 1:
-        results = [export_run(run, formats[0], precisions[0], **options)]
-    else:
-        results = export_many(run, formats, precisions, **options)
-    console.print(parity_table(results))
-    for result in results:
-        if not result.accepted:
-            console.print(f"[red]rejected[/] {result.format}-{result.precision}: {'; '.join(result.failures)} (report: {result.artifact / 'manifest.json'})")
-    if not all(r.accepted for r in results):
-        raise typer.Exit(1)
-
-
-def parity_table(results) -> Table:
-    """One row per exported artifact: the gate's verdict and the figures it was based on."""
-    table = Table(title="parity with the Keras model on the recorded test split")
-    for column in ("artifact", "status", "MB", "convert s", "accuracy", "drop pp", "flips", "max |dp|", "tried"):
-        table.add_column(column, justify="left" if column in ("artifact", "status") else "right")
-    for r in results:
-        p, m = r.parity, r.manifest
-        size = sum(f["bytes"] for f in m["files"].values()) / 1e6
-        table.add_row(
-            r.artifact.name, "[green]accepted[/]" if r.accepted else "[red]rejected[/]", f"{size:.1f}",
-            f"{m['conversion']['seconds']:.1f}", f"{p['reference_accuracy']:.4f} -> {p['accuracy']:.4f}",
-            f"{p['accuracy_drop_pp']:+.2f}", f"{p['flips']}/{p['n']}", f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"])),
-        )
-    return table
 
 
 def metrics_table(metrics: dict, title: str) -> Table:

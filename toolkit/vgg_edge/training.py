@@ -70,14 +70,15 @@ class TrainResult:
 
 def train(config: TrainConfig) -> TrainResult:
     """Train, evaluate on the recorded test split, and write a complete run directory atomically."""
+    started = time.perf_counter()
+    data_root = Path(config.data) if config.data else builtin_digits()
+    manifest = plan_split(data_root, config.val_fraction, config.test_fraction, config.seed)
+    weights = resolve_weights(config.weights)
+    # Bad data or weights are reported above in a moment; TensorFlow takes seconds to import.
     import keras
     import tensorflow as tf
 
-    started = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
-    data_root = Path(config.data) if config.data else builtin_digits()
-    weights = resolve_weights(config.weights)
-    manifest = plan_split(data_root, config.val_fraction, config.test_fraction, config.seed)
 
     pixels, targets, failures = {}, {}, {}
     for split in SPLITS:
