@@ -30,7 +30,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from .errors import VggEdgeError
 from .fileio import read_json, sha256_file, write_bytes, write_json
 from .run import RunDir
 from .runtime import MANIFEST, read_manifest
+from .versions import installed_versions
 
 SCHEMA = "vgg-edge-bench/1"
 PERCENTILES = (50, 90, 95, 99)
@@ -382,7 +382,7 @@ def environment() -> dict:
         "gpus": gpus(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "packages": {name: _version(name) for name in PACKAGES if _version(name)},
+        "packages": {name: v for name, v in installed_versions(PACKAGES).items() if v},
         "load_average": list(os.getloadavg()),
     }
 
@@ -398,13 +398,6 @@ def gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 # ----------------------------------------------------------------------------------- outputs

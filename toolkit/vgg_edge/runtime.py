@@ -215,8 +215,7 @@ def _open_backend(info: ArtifactInfo, threads: int | None, device: str) -> _Back
     try:
         return opener(info.model_path, threads, device)
     except ImportError as exc:
-        extra = {"onnx": "onnx", "tflite": "tflite", "openvino": "openvino"}[info.format]
-        raise VggEdgeError(f"{info.model_path}: needs the {info.format} runtime ({exc.name} is not installed); pip install 'vgg-edge[{extra}]'") from None
+        raise VggEdgeError(f"{info.model_path}: needs the {info.format} runtime ({exc.name} is not installed); pip install 'vgg-edge[{info.format}]'") from None
     except Exception as exc:  # each runtime has its own exception types for a corrupt or foreign model
         raise VggEdgeError(f"{info.model_path}: the {info.format} runtime cannot load it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 

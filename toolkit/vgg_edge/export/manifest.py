@@ -7,12 +7,12 @@ each of them with its sha256 and size (`runtime.read_manifest` checks them befor
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 from pathlib import Path
 
 from ..fileio import sha256_file, write_json
 from ..model import IMAGENET_BGR_MEAN, PREPROCESS_LAYER
 from ..runtime import MANIFEST, SCHEMA
+from ..versions import installed_versions
 
 TOOLS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "openvino", "nncf", "ai-edge-litert", "vgg-edge")
 
@@ -26,13 +26,7 @@ PREPROCESSING = {
 
 
 def tool_versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {}
-    for name in TOOLS:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return installed_versions(TOOLS)
 
 
 def write(folder: Path, doc: dict) -> dict:
