@@ -133,9 +133,13 @@ def test_predict_cli_json_csv_table(artifacts, test_files, tmp_path):
     assert list(rows[0]) == ["path", "label", "confidence", "label_2", "confidence_2", "error"]
     assert len(rows) == 7 and all(r["error"] == "" and float(r["confidence"]) >= float(r["confidence_2"]) for r in rows)
 
-    proc = vgg_edge("predict", artifacts["openvino"], single)
+    # Redirected output keeps whole lines: a long path is neither folded nor cut (grep on a log works).
+    deep = tmp_path.joinpath(*["a long folder name on the ward PACS export share"] * 3)
+    deep.mkdir(parents=True)
+    shutil.copy(single, deep / single.name)
+    proc = vgg_edge("predict", artifacts["openvino"], deep / single.name)
     assert proc.returncode == 0, proc.stderr
-    assert "openvino fp32" in proc.stdout and single.name in proc.stdout
+    assert f"{artifacts['openvino']} (openvino fp32," in proc.stdout and str(deep / single.name) in proc.stdout, proc.stdout
 
 
 def test_predict_cli_on_bad_corpus(artifacts, tmp_path):

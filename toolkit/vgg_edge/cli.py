@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .errors import VggEdgeError
-from .ui import console
+from .ui import console, print_table
 
 app = typer.Typer(
     name="vgg-edge",
@@ -183,7 +182,7 @@ def predict(
         for r in results:
             rest = ", ".join(f"{lab} {p:.4f}" for lab, p in r.top[1:])
             table.add_row(escape(r.path), escape(r.label), f"{r.confidence:.4f}", *([escape(rest)] if top_k > 1 else []))
-        Console().print(table)
+        print_table(table)
     for why in failures.values():
         console.print(f"[red]error:[/] {escape(why)}", soft_wrap=True)
     if skipped:
@@ -227,9 +226,7 @@ def bench(
         table.add_column(column, justify="left" if column in ("run", "target", "runtime", "device", "gate") else "right")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
-    # A log file gets the whole table at its natural width, not 80 folded columns.
-    wide = Console() if sys.stdout.isatty() else Console(width=Console(width=1000).measure(table).maximum)
-    wide.print(table)
+    print_table(table)
     for line in unmeasured(doc):
         console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
     console.print(f"[green]wrote[/] {out}/bench.json, bench.csv, bench.md, latency.png, pareto.png, throughput.png")
@@ -241,7 +238,7 @@ def bench(
         table.add_column(column, justify="left" if column == "target" else "right")
     for c in comparisons:
         table.add_row(escape(c.key), str(c.threads), str(c.batch), f"{c.old_p50_ms:.2f}", f"{c.new_p50_ms:.2f}", f"{c.latency_ratio:.3f}", f"{c.throughput_ratio:.3f}")
-    wide.print(table)
+    print_table(table)
     if not comparisons:
         raise VggEdgeError(f"{compare_with}: no target, thread count and batch size in common with this bench; compare like with like")
     slower = regressions(comparisons, fail_if_slower) if fail_if_slower else []
