@@ -75,3 +75,25 @@ def test_cli_evaluate_and_clean_errors(trained_run: Path, tmp_path: Path) -> Non
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "data folder not found" in bad.stderr and str(tmp_path / "nope") in bad.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path: Path) -> None:
+    """bfloat16 arithmetic while training; the run's model is plain float32 and reproduces its metrics."""
+    from vgg_edge.run import RunDir
+    from vgg_edge.training import TrainConfig, evaluate_run, train
+
+    out = tmp_path / "bf16"
+    result = train(TrainConfig(out=out, data=MNIST, image_size=32, epochs=1, fine_tune_epochs=1, fine_tune_blocks=1, batch_size=64, mixed_precision="bfloat16"))
+    assert result.metrics["accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert json.loads((out / "config.json").read_text())["mixed_precision"] == "bfloat16"
+    model = RunDir.open(out).load_model()
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert {w.dtype for w in model.get_weights()} == {np.dtype("float32")}
+    probs = model.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32))
+    assert probs.dtype == np.float32
+    assert evaluate_run(out)["confusion_matrix"] == result.metrics["confusion_matrix"]
+
+    bad = subprocess.run([sys.executable, "-m", "vgg_edge", "train", "--out", str(tmp_path / "r"), "--mixed-precision", "float8"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "'float8'" in bad.stderr and "bfloat16" in bad.stderr
+    assert not (tmp_path / "r").exists()

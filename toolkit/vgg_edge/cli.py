@@ -48,6 +48,7 @@ def train(
     patience: int = typer.Option(3, "--patience", min=1, help="Early-stopping patience in epochs."),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
     cache_features: bool = typer.Option(True, "--cache-features/--no-cache-features", help="Compute the frozen base once (off when augmenting)."),
+    mixed_precision: str = typer.Option("off", "--mixed-precision", help="off, or bfloat16: about 3x faster training on CPUs with AMX/AVX512-BF16; the saved model is float32 either way."),
 ) -> None:
     """Train a VGG16 classifier on a folder of labelled images and write a run directory."""
     from .model import HeadConfig
@@ -58,16 +59,17 @@ def train(
         fine_tune_blocks=fine_tune_blocks, weights=weights, batch_size=batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, head=HeadConfig(pooling, dense_units, dropout),
         augment=augment, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, patience=patience,
-        class_weights=class_weights, cache_features=cache_features,
+        class_weights=class_weights, cache_features=cache_features, mixed_precision=mixed_precision,
     )
     result = run_training(config)
     report = result.report
     sizes = "  ".join(f"{split} {sum(c.values())}" for split, c in report["counts"].items())
     console.print(
         f"[green]trained[/] {result.run}  ({sizes} images; {report['dropped_duplicates']} duplicates dropped, "
-        f"{report['unreadable']} unreadable skipped; kept phase '{report['kept_phase']}'; {report['timings']['total_s']:.0f} s)"
+        f"{report['unreadable']} unreadable skipped; kept phase '{report['kept_phase']}'; {report['timings']['total_s']:.0f} s)",
+        soft_wrap=True,
     )
-    console.print(metrics_table(result.metrics, "test split"))
+    print_table(metrics_table(result.metrics, "test split"))
 
 
 @app.command()
@@ -77,7 +79,7 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory written by `vgg
     from .training import evaluate_run
 
     metrics = evaluate_run(run)
-    console.print(metrics_table(metrics, f"{run} test split"))
+    print_table(metrics_table(metrics, f"{run} test split"))
     recorded = read_json(run / "metrics.json").get("accuracy")
     same = recorded is not None and abs(recorded - metrics["accuracy"]) < 1e-9
     console.print(f"recorded accuracy {recorded:.4f}: {'[green]reproduced[/]' if same else '[red]differs[/]'}")
@@ -108,7 +110,7 @@ def export(
         results = [export_run(run, formats[0], precisions[0], **options)]
     else:
         results = export_many(run, formats, precisions, **options)
-    console.print(parity_table(results))
+    print_table(parity_table(results))
     for result in results:
         if not result.accepted:
             console.print(f"[red]rejected[/] {result.format}-{result.precision}: {'; '.join(result.failures)} (report: {result.artifact / 'manifest.json'})")

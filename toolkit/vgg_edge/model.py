@@ -68,7 +68,8 @@ def build_model(num_classes: int, image_size: int, weights: Path | None, head: H
         raise ValueError(f"unknown head pooling {head.pooling!r}; use 'gap' or 'flatten'")
     x = keras.layers.Dense(head.dense_units, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(head.dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
+    # float32 even under a mixed-precision policy: a softmax in bfloat16 rounds probabilities to 3 digits.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="vgg_edge")
 
 

@@ -12,6 +12,10 @@ VGG16 forward every epoch. The cut is at the last frozen layer of phase 2 (block
 block is fine-tuned), so fine-tuning is cached too; phase 1 additionally runs the blocks it keeps
 frozen once. With augmentation the pixels change every epoch and the full network runs.
 
+Mixed precision (`mixed_precision="bfloat16"`) trains with bfloat16 arithmetic and float32
+weights: about 3x faster on CPUs with AMX or AVX512-BF16 (measured in benchmarks/). The saved
+model is always a float32 copy of the trained weights, so export and parity see plain float32.
+
 Decoded images are held in memory as uint8 (the cache of the input pipeline) and fed to Keras
 through tf.data with shuffling, batching and prefetching. They are decoded by `images.read_image`,
 the same function the edge runtime uses, so validated and deployed pixels are identical.
@@ -19,9 +23,11 @@ the same function the edge runtime uses, so validated and deployed pixels are id
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +36,15 @@ from rich.markup import escape
 
 from . import plots
 from .data import SPLITS, SplitManifest, builtin_digits, drop_unreadable, label_counts, load_split, plan_split
+from .errors import VggEdgeError
 from .fileio import atomic_dir, atomic_path, write_json
 from .metrics import classification_metrics
 from .model import AugmentConfig, HeadConfig, augmenting, build_model, conv_block_layers, cut_layer_name, split_at
 from .run import RunDir
 from .ui import console, progress
 from .weights import resolve_weights
+
+MIXED_POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 @dataclass
@@ -59,6 +68,7 @@ class TrainConfig:
     patience: int = 3
     class_weights: bool = True
     cache_features: bool = True  # ignored (off) when augmenting
+    mixed_precision: str = "off"  # "off" or "bfloat16"
 
 
 @dataclass
@@ -71,6 +81,8 @@ class TrainResult:
 def train(config: TrainConfig) -> TrainResult:
     """Train, evaluate on the recorded test split, and write a complete run directory atomically."""
     started = time.perf_counter()
+    if config.mixed_precision not in MIXED_POLICIES:
+        raise VggEdgeError(f"mixed precision {config.mixed_precision!r}: use one of {', '.join(MIXED_POLICIES)}")
     data_root = Path(config.data) if config.data else builtin_digits()
     manifest = plan_split(data_root, config.val_fraction, config.test_fraction, config.seed)
     weights = resolve_weights(config.weights)
@@ -96,9 +108,35 @@ def train(config: TrainConfig) -> TrainResult:
         console.print(f"[yellow]dropped {len(manifest.dropped_duplicates)} duplicate images[/] (identical bytes in another split or class)")
 
     labels = manifest.labels
-    model = build_model(len(labels), config.image_size, weights, config.head)
-    counts = label_counts(targets["train"], len(labels))
-    class_weight = {i: sum(counts) / (len(labels) * c) for i, c in enumerate(counts)} if config.class_weights else None
+    with _dtype_policy(MIXED_POLICIES[config.mixed_precision]):
+        model, kept_phase, timings, history = _fit(config, weights, len(labels), pixels, targets)
+    if config.mixed_precision != "off":
+        model = _float32_copy(model, config, len(labels))
+
+    probs = batched_predict(model, pixels["test"], config.batch_size, "evaluate test")
+    metrics = classification_metrics(targets["test"], probs, labels)
+    timings["total_s"] = time.perf_counter() - started
+    report = {
+        "data_root": manifest.data_root,
+        "counts": manifest.counts(),
+        "dropped_duplicates": len(manifest.dropped_duplicates),
+        "unreadable": len(manifest.unreadable),
+        "ignored_non_image_files": manifest.ignored_files,
+        "feature_cache": config.cache_features and not config.augment,
+        "kept_phase": kept_phase,
+        "timings": timings,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+    }
+    config_doc = dataclasses.asdict(config) | {"data": manifest.data_root, "weights_file": str(weights) if weights else None}
+    _write_run(Path(config.out), model, labels, config_doc, manifest, history, metrics, report)
+    return TrainResult(Path(config.out), metrics, report)
+
+
+def _fit(config: TrainConfig, weights: Path | None, num_classes: int, pixels: dict, targets: dict):
+    """Both phases; returns the model at its best phase, that phase's name, timings and history."""
+    model = build_model(num_classes, config.image_size, weights, config.head)
+    counts = label_counts(targets["train"], num_classes)
+    class_weight = {i: sum(counts) / (num_classes * c) for i, c in enumerate(counts)} if config.class_weights else None
     cached = config.cache_features and not config.augment
     fit = _Fitter(config, model, class_weight)
     timings: dict[str, float] = {}
@@ -126,25 +164,27 @@ def train(config: TrainConfig) -> TrainResult:
             _set_trainable(model, first_block=6 - config.fine_tune_blocks)
             fit.phase("fine-tune", trainer, pixels, targets, config.fine_tune_learning_rate, config.fine_tune_epochs)
     kept_phase = fit.keep_best()
+    return model, kept_phase, timings | fit.timings, fit.history
 
-    probs = batched_predict(model, pixels["test"], config.batch_size, "evaluate test")
-    metrics = classification_metrics(targets["test"], probs, labels)
-    timings.update(fit.timings)
-    timings["total_s"] = time.perf_counter() - started
-    report = {
-        "data_root": manifest.data_root,
-        "counts": manifest.counts(),
-        "dropped_duplicates": len(manifest.dropped_duplicates),
-        "unreadable": len(manifest.unreadable),
-        "ignored_non_image_files": manifest.ignored_files,
-        "feature_cache": cached,
-        "kept_phase": kept_phase,
-        "timings": timings,
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
-    }
-    config_doc = dataclasses.asdict(config) | {"data": manifest.data_root, "weights_file": str(weights) if weights else None}
-    _write_run(Path(config.out), model, labels, config_doc, manifest, fit.history, metrics, report)
-    return TrainResult(Path(config.out), metrics, report)
+
+@contextlib.contextmanager
+def _dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy for the models built inside, restored afterwards."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _float32_copy(model, config: TrainConfig, num_classes: int):
+    """The same network in float32 with the trained weights (mixed-precision variables are float32)."""
+    inference = build_model(num_classes, config.image_size, None, config.head)
+    inference.set_weights(model.get_weights())
+    return inference
 
 
 def batched_predict(model, x: np.ndarray, batch_size: int, description: str) -> np.ndarray:
@@ -153,7 +193,8 @@ def batched_predict(model, x: np.ndarray, batch_size: int, description: str) -> 
     with progress(description, len(x)) as advance:
         for start in range(0, len(x), batch_size):
             batch = x[start:start + batch_size]
-            outputs.append(np.asarray(model.predict_on_batch(batch.astype(np.float32) if batch.dtype == np.uint8 else batch)))
+            out = model.predict_on_batch(batch.astype(np.float32) if batch.dtype == np.uint8 else batch)
+            outputs.append(np.asarray(out).astype(np.float32, copy=False))  # bfloat16 features under mixed precision
             advance(len(batch))
     return np.concatenate(outputs) if outputs else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
 
@@ -235,7 +276,7 @@ def _epoch_progress(phase: str, epochs: int):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-            console.print(f"[bold]{phase}[/] epoch {epoch + 1}/{epochs}  {shown}  [dim]{time.perf_counter() - self.started:.1f}s[/]")
+            console.print(f"[bold]{phase}[/] epoch {epoch + 1}/{epochs}  {shown}  [dim]{time.perf_counter() - self.started:.1f}s[/]", soft_wrap=True)
 
     return EpochProgress()
 
