@@ -266,5 +266,7 @@ def test_ctrl_c_during_export_keeps_previous_artifact(trained_run, artifacts, tm
     )
     assert status == 130 and "Traceback" not in stderr, stderr
     assert snapshot(previous) == before
-    assert leftovers(previous.parent, {previous.name}) == [] and list(scratch.iterdir()) == []
+    # onnxruntime 1.31 writes its telemetry session id to $TMPDIR/.ses on import: not a leftover of ours,
+    # and present only when the interrupt came after the parity check had loaded onnxruntime.
+    assert leftovers(previous.parent, {previous.name}) == [] and [p.name for p in scratch.iterdir() if p.name != ".ses"] == []
     load_artifact(previous)  # still verifies and opens
