@@ -1,10 +1,10 @@
 """Parity of every export of the brain-MRI 128 px model: all formats x precisions against Keras.
 
-    .venv/bin/python benchmarks/parity_brain_mri.py      (from the repository root; about 20 min on 2 cores)
+    .venv/bin/python benchmarks/parity_brain_mri.py      (from the repository root; about 25 min on 2 cores)
 
-Exports `runs/brain-mri-128` (trained by benchmarks/train.sh) exactly as
-`vgg-edge export runs/brain-mri-128 --format all --precision all` does, into the default
-`exported/brain-mri-128/<format>-<precision>/` (a rejected one into `...rejected/`), through one
+Exports `runs/brain-mri-128-b2-bf16-flatten` (the model of record, trained by benchmarks/train.sh) exactly as
+`vgg-edge export RUN --format all --precision all` does, into the default
+`exported/<run>/<format>-<precision>/` (a rejected one into `...rejected/`), through one
 `ExportJob` so the Keras reference and the calibration set are computed once. Each exported model
 is run in its own edge runtime on the run's recorded test split. Writes
 benchmarks/results/parity_brain_mri_128.{json,md}: size, conversion time, accuracy and its drop, the
@@ -33,13 +33,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "brain-mri-128")
-    parser.add_argument("--out", type=Path, default=ROOT / "exported" / "brain-mri-128")
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "brain-mri-128-b2-bf16-flatten")
+    parser.add_argument("--out", type=Path, default=None, help="default: exported/<run name>")
     parser.add_argument("--calibration-size", type=int, default=None, help=f"int8 calibration images (default {DEFAULT_CALIBRATION_SIZE})")
     parser.add_argument("--max-drop", type=float, default=1.0)
     parser.add_argument("--name", default="parity_brain_mri_128")
     args = parser.parse_args()
 
+    args.out = args.out or ROOT / "exported" / args.run.name
     calibration_size = args.calibration_size or DEFAULT_CALIBRATION_SIZE
     doc = {
         "command": " ".join([".venv/bin/python", "benchmarks/parity_brain_mri.py", *sys.argv[1:]]),
@@ -89,7 +90,7 @@ def row(result, wall_s: float) -> dict:
 def markdown(doc: dict) -> str:
     lines = [
         f"# Export parity: {doc['run']} ({doc['test_images']} recorded test images)", "",
-        f"`{doc['command']}`  ", f"{doc['machine']['cpus']} CPUs (shared), last row written {doc['finished']}, {doc['total_s'] / 60:.1f} min in all. "
+        f"`{doc['command']}`  ", f"{doc['machine']['cpus']} CPUs, last row written {doc['finished']}, {doc['total_s'] / 60:.1f} min in all. "
         f"Reference: the Keras model, accuracy {doc['rows'][0]['reference_accuracy']:.4f}. Gates: fp32 no flip and max |dp| <= 1e-4; "
         f"fp16 <= 0.1% flips and max |dp| <= 1e-2; dynamic and int8 within {doc['max_drop_pp']:g} pp of accuracy and of every class's sensitivity.", "",
         "| artifact | status | size MB | conversion s | accuracy | drop pp | worst sensitivity drop pp | flip rate | max abs dp | kept settings (tried) |",

@@ -11,15 +11,17 @@ from pathlib import Path
 
 
 def main(runs: list[str]) -> None:
-    print("| run | images (train/val/test) | test accuracy | macro ROC-AUC | kept phase | wall time |")
-    print("|---|---|---|---|---|---|")
+    print("| run | images (train/val/test) | val loss / val accuracy at the kept epoch | test accuracy | macro ROC-AUC | kept phase | wall time |")
+    print("|---|---|---|---|---|---|---|")
     details = []
     for run in map(Path, runs):
         m = json.loads((run / "metrics.json").read_text())
         r = json.loads((run / "report.json").read_text())
         c = r["counts"]
         sizes = "/".join(str(sum(c.get(s, {}).values())) for s in ("train", "val", "test"))
-        print(f"| {run.name} | {sizes} | {m['accuracy']:.4f} | {m['roc_auc_macro']:.4f} | {r['kept_phase']} | {r['timings']['total_s'] / 60:.1f} min |")
+        kept = next(p["history"] for p in json.loads((run / "history.json").read_text())["phases"] if p["phase"] == r["kept_phase"])
+        best = kept["val_loss"].index(min(kept["val_loss"]))
+        print(f"| {run.name} | {sizes} | {kept['val_loss'][best]:.4f} / {kept['val_accuracy'][best]:.4f} | {m['accuracy']:.4f} | {m['roc_auc_macro']:.4f} | {r['kept_phase']} | {r['timings']['total_s'] / 60:.1f} min |")
         rows = [f"\n**{run.name}** (per class on the test split; feature extraction {r['timings'].get('feature_extraction_s', 0):.0f} s, "
                 f"head {r['timings'].get('head_per_epoch_s', 0):.1f} s/epoch, fine-tune {r['timings'].get('fine-tune_per_epoch_s', 0):.1f} s/epoch)\n",
                 "| class | support | sensitivity | specificity | precision | ROC-AUC |", "|---|---|---|---|---|---|"]
