@@ -48,7 +48,7 @@ def train(
     patience: int = typer.Option(3, "--patience", min=1, help="Early-stopping patience in epochs."),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
     cache_features: bool = typer.Option(True, "--cache-features/--no-cache-features", help="Compute the frozen base once (off when augmenting)."),
-    mixed_precision: str = typer.Option("off", "--mixed-precision", help="off, or bfloat16: about 3x faster training on CPUs with AMX/AVX512-BF16; the saved model is float32 either way."),
+    mixed_precision: str = typer.Option("off", "--mixed-precision", help="off, or bfloat16: on CPUs with AMX/AVX512-BF16, 2.1x faster fine-tuning and 4.4x faster feature extraction (measured); the saved model is float32 either way."),
 ) -> None:
     """Train a VGG16 classifier on a folder of labelled images and write a run directory."""
     from .model import HeadConfig

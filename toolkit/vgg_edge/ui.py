@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 
 from rich.cells import cell_len
 from rich.console import Console
-from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 console = Console(stderr=True, highlight=False)
 
