@@ -6,9 +6,12 @@ Exports `runs/brain-mri-128-b2-bf16-flatten` (the model of record, trained by be
 `vgg-edge export RUN --format all --precision all` does, into the default
 `exported/<run>/<format>-<precision>/` (a rejected one into `...rejected/`), through one
 `ExportJob` so the Keras reference and the calibration set are computed once. Each exported model
-is run in its own edge runtime on the run's recorded test split. Writes
-benchmarks/results/parity_brain_mri_128.{json,md}: size, conversion time, accuracy and its drop, the
-worst per-class sensitivity drop, flip rate, max |dp|, and every fallback the gate had to try.
+is run in its own edge runtime on the run's recorded test and val splits, and judged by the gate
+(accepted, unproven, rejected). Writes benchmarks/results/parity_brain_mri_128.{json,md}: size,
+conversion time, accuracy and its drop, the worst per-class sensitivity drop, flips, max |dp|, the
+verdict with the lowest confidence limit of the gated changes, every fallback tried, and the paired
+2x2 tables of the quantized exports; and the per-layer diagnosis of the three int8 exports
+(`--diagnose`) as benchmarks/results/diagnosis_brain_mri_128/.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: exported/<run name>")
     parser.add_argument("--calibration-size", type=int, default=None, help=f"int8 calibration images (default {DEFAULT_CALIBRATION_SIZE})")
     parser.add_argument("--max-drop", type=float, default=1.0)
+    parser.add_argument("--require-proof", action="store_true")
     parser.add_argument("--name", default="parity_brain_mri_128")
     args = parser.parse_args()
 
@@ -53,15 +57,16 @@ def main() -> None:
     }
     started = time.perf_counter()
     with ExportJob(args.run, calibration_size=args.calibration_size) as job:
-        doc["test_images"] = len(job.test[1])
+        doc["test_images"], doc["val_images"] = len(job.test[1]), len(job.val[1]) if job.val else 0
         for fmt in EXPORTERS:
             for precision in PRECISIONS:
                 t = time.perf_counter()
-                result = job.export(fmt, precision, args.out / f"{fmt}-{precision}", max_drop=args.max_drop)
+                result = job.export(fmt, precision, args.out / f"{fmt}-{precision}", args.max_drop, args.require_proof, diagnose=True)
                 doc["rows"].append(row(result, time.perf_counter() - t))
                 doc["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                 doc["total_s"] = round(time.perf_counter() - started, 1)
                 save(doc, args.name)  # after every export, so an interrupted run still reports what it measured
+        job.diagnosis.write(RESULTS / f"diagnosis_{args.name.removeprefix('parity_')}")
     print(markdown(doc))
 
 
@@ -74,6 +79,7 @@ def save(doc: dict, name: str) -> None:
 def row(result, wall_s: float) -> dict:
     m, p = result.manifest, result.parity
     sensitivity = [d for d in p["sensitivity_drop_pp"].values() if d is not None]
+    gated = [g for g in p["paired"] if g["gated"]]
     return {
         "artifact": result.artifact.name, "format": result.format, "precision": result.precision,
         "status": m["status"], "size_mb": round(sum(f["bytes"] for f in m["files"].values()) / 1e6, 2),
@@ -82,25 +88,39 @@ def row(result, wall_s: float) -> dict:
         "worst_sensitivity_drop_pp": max(sensitivity), "roc_auc_macro": p["roc_auc_macro"],
         "flips": p["flips"], "flip_rate": p["flip_rate"], "max_abs_prob_diff": p["max_abs_prob_diff"],
         "mean_abs_prob_diff": p["mean_abs_prob_diff"], "kept_attempt": m["conversion"]["attempt"],
-        "attempts": [{k: a[k] for k in ("attempt", "passed", "accuracy_drop_pp", "failures")} for a in m["attempts"]],
-        "gate": m["gate"],
+        "evidence": p["evidence"], "worst_ci_low_pp": min(g["ci_pp"][0] for g in gated), "paired": p["paired"],
+        "attempts": m["attempts"], "gate": m["gate"],
     }
 
 
 def markdown(doc: dict) -> str:
     lines = [
-        f"# Export parity: {doc['run']} ({doc['test_images']} recorded test images)", "",
+        f"# Export parity: {doc['run']} ({doc['test_images']} recorded test images, {doc['val_images']} val images)", "",
         f"`{doc['command']}`  ", f"{doc['machine']['cpus']} CPUs, last row written {doc['finished']}, {doc['total_s'] / 60:.1f} min in all. "
-        f"Reference: the Keras model, accuracy {doc['rows'][0]['reference_accuracy']:.4f}. Gates: fp32 no flip and max |dp| <= 1e-4; "
-        f"fp16 <= 0.1% flips and max |dp| <= 1e-2; dynamic and int8 within {doc['max_drop_pp']:g} pp of accuracy and of every class's sensitivity.", "",
-        "| artifact | status | size MB | conversion s | accuracy | drop pp | worst sensitivity drop pp | flip rate | max abs dp | kept settings (tried) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"Reference: the Keras model, test accuracy {doc['rows'][0]['reference_accuracy']:.4f}. Gates: fp32 no flip and max |dp| <= 1e-4; "
+        f"fp16 <= 0.1% flips and max |dp| <= 1e-2 (on test and val); dynamic and int8: non-inferiority with a {doc['max_drop_pp']:g} pp margin, "
+        "the 95% Tango interval of the paired change of accuracy and of every class's sensitivity over test + val "
+        "(test alone where the converter tuned on val). `CI low` is the lowest lower limit of those changes.", "",
+        "| artifact | status | size MB | conversion s | test accuracy | drop pp | worst sensitivity drop pp | CI low pp | flips test+val (upper 95%) | max abs dp | kept settings (tried) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in doc["rows"]:
+        e = r["evidence"]
         lines.append(
             f"| {r['artifact']} | {r['status']} | {r['size_mb']:.1f} | {r['conversion_s']:.1f} | {r['accuracy']:.4f} | {r['accuracy_drop_pp']:+.2f} "
-            f"| {r['worst_sensitivity_drop_pp']:+.2f} | {r['flip_rate']:.2%} | {r['max_abs_prob_diff']:.1e} | {r['kept_attempt']} ({len(r['attempts'])}) |"
+            f"| {r['worst_sensitivity_drop_pp']:+.2f} | {r['worst_ci_low_pp']:+.2f} | {e['flips']}/{e['n']} ({e['flip_rate_upper']:.2%}) "
+            f"| {r['max_abs_prob_diff']:.1e} | {r['kept_attempt']} ({len(r['attempts'])}) |"
         )
+    for r in (r for r in doc["rows"] if r["precision"] in ("dynamic", "int8")):
+        lines += ["", f"## {r['artifact']}: {r['status']}; paired counts over {', '.join(f'{k} {v}' for k, v in r['evidence']['splits'].items())}", "",
+                  "| figure | gated | n | both right | only Keras right | only export right | both wrong | change pp | 95% CI pp | McNemar p |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+        for g in r["paired"]:
+            name = g["metric"] if g["class"] is None else f"{g['metric']} {g['class']}"
+            lines.append(f"| {name} | {'yes' if g['gated'] else 'no'} | {g['n']} | {' | '.join(str(c) for c in g['counts'])} "
+                         f"| {g['change_pp']:+.2f} | [{g['ci_pp'][0]:+.2f}, {g['ci_pp'][1]:+.2f}] | {g['mcnemar_p']:.3f} |")
+        for line in r["gate"]["unproven"] + r["gate"]["failures"]:
+            lines.append(f"\n- {line}")
     return "\n".join(lines) + "\n"
 
 

@@ -270,3 +270,16 @@ def test_ctrl_c_during_export_keeps_previous_artifact(trained_run, artifacts, tm
     # and present only when the interrupt came after the parity check had loaded onnxruntime.
     assert leftovers(previous.parent, {previous.name}) == [] and [p.name for p in scratch.iterdir() if p.name != ".ses"] == []
     load_artifact(previous)  # still verifies and opens
+
+
+def test_unproven_artifact_runs_and_says_so(artifacts, tmp_path, test_files):
+    """The gate's `unproven` verdict publishes the model; predict runs it and marks every output."""
+    unproven = corrupt_copy(artifacts["onnx"], tmp_path / "onnx-int8", lambda folder, doc: doc | {"status": "unproven"})
+    proc = vgg_edge("predict", unproven, test_files[0], "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["parity"] == "unproven"
+    assert "unproven:" in proc.stderr and "gate.unproven" in proc.stderr
+    table = vgg_edge("predict", unproven, test_files[0])
+    assert table.returncode == 0 and "unproven:" in table.stderr
+    accepted = vgg_edge("predict", artifacts["onnx"], test_files[0], "--json")
+    assert json.loads(accepted.stdout)["parity"] == "accepted" and "unproven" not in accepted.stderr

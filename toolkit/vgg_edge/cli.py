@@ -92,12 +92,14 @@ def export(
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, dynamic (int8 weights, float activations), int8 (calibrated, full integer), or all."),
     int8: bool = typer.Option(False, "--int8", help="Shorthand for --precision int8."),
     fp16: bool = typer.Option(False, "--fp16", help="Shorthand for --precision fp16."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="dynamic/int8 gate: the largest allowed drop, in percentage points, of accuracy and of each class's sensitivity."),
+    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="dynamic/int8 gate: the non-inferiority margin, in percentage points, for accuracy and each class's sensitivity."),
+    require_proof: bool = typer.Option(False, "--require-proof", help="Reject an export whose test and val splits are too small to show it within --max-drop (default: publish it marked unproven)."),
+    diagnose: bool = typer.Option(False, "--diagnose", help="int8: compare every layer's output with the float model (SQNR), written to <out>/diagnosis/; automatic when an int8 attempt is rejected."),
     calibration_size: Optional[int] = typer.Option(None, "--calibration-size", min=1, help="int8: train-split images to calibrate on, stratified by class (default 200)."),
     calibration_seed: int = typer.Option(0, "--calibration-seed", help="int8: seed of the calibration sample."),
     out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),
 ) -> None:
-    """Convert a run, prove parity with the Keras model on its recorded test split, or refuse (exit 1)."""
+    """Convert a run, prove parity with the Keras model on its recorded splits, or refuse (exit 1)."""
     from .export import EXPORTERS, PRECISIONS, export_many, export_run
 
     if int8 and fp16:
@@ -105,31 +107,46 @@ def export(
     precision = "int8" if int8 else "fp16" if fp16 else precision
     formats = list(EXPORTERS) if format == "all" else [format]
     precisions = list(PRECISIONS) if precision == "all" else [precision]
-    options = {"out": out, "max_drop": max_drop, "calibration_size": calibration_size, "calibration_seed": calibration_seed}
+    options = {
+        "out": out, "max_drop": max_drop, "calibration_size": calibration_size, "calibration_seed": calibration_seed,
+        "require_proof": require_proof, "diagnose": diagnose,
+    }
     if len(formats) == 1 and len(precisions) == 1:
         results = [export_run(run, formats[0], precisions[0], **options)]
     else:
         results = export_many(run, formats, precisions, **options)
     print_table(parity_table(results))
     for result in results:
-        if not result.accepted:
-            console.print(f"[red]rejected[/] {result.format}-{result.precision}: {'; '.join(result.failures)} (report: {result.artifact / 'manifest.json'})")
-    if not all(r.accepted for r in results):
+        name = f"{result.format}-{result.precision}"
+        if result.status == "rejected":
+            console.print(f"[red]rejected[/] {name}: {'; '.join(result.failures)} (report: {result.artifact / 'manifest.json'})", soft_wrap=True)
+        elif result.status == "unproven":
+            console.print(f"[yellow]unproven[/] {name}, published: {'; '.join(result.unproven)}", soft_wrap=True)
+    if any(r.status == "rejected" for r in results):
         raise typer.Exit(1)
+
+
+STATUS_STYLE = {"accepted": "green", "unproven": "yellow", "rejected": "red"}
+PARITY_NOTE = {
+    "unproven": "matched the Keras model as far as its test and val splits can show, which is not within the export's margin (see gate.unproven in its manifest.json)",
+    "rejected": "failed its parity gate: its predictions are not those of the validated model",
+}
 
 
 def parity_table(results) -> Table:
     """One row per exported artifact: the gate's verdict and the figures it was based on."""
-    table = Table(title="parity with the Keras model on the recorded test split")
-    for column in ("artifact", "status", "MB", "convert s", "accuracy", "drop pp", "flips", "max |dp|", "tried"):
+    table = Table(title="parity with the Keras model (test split; the verdict also weighs val)")
+    for column in ("artifact", "status", "MB", "convert s", "accuracy", "drop pp", "worst CI low pp", "flips", "max |dp|", "tried"):
         table.add_column(column, justify="left" if column in ("artifact", "status") else "right")
     for r in results:
         p, m = r.parity, r.manifest
         size = sum(f["bytes"] for f in m["files"].values()) / 1e6
+        gated = [g["ci_pp"][0] for g in p["paired"] if g["gated"]]
         table.add_row(
-            r.artifact.name, "[green]accepted[/]" if r.accepted else "[red]rejected[/]", f"{size:.1f}",
+            r.artifact.name, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", f"{size:.1f}",
             f"{m['conversion']['seconds']:.1f}", f"{p['reference_accuracy']:.4f} -> {p['accuracy']:.4f}",
-            f"{p['accuracy_drop_pp']:+.2f}", f"{p['flips']}/{p['n']}", f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"])),
+            f"{p['accuracy_drop_pp']:+.2f}", f"{min(gated):+.2f}" if gated else "-", f"{p['flips']}/{p['n']}",
+            f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"])),
         )
     return table
 
@@ -154,13 +171,15 @@ def predict(
     if as_json and as_csv:
         raise VggEdgeError("--json and --csv: choose one output format")
     predictor = load_artifact(artifact, threads=threads, allow_rejected=allow_rejected)
+    if predictor.info.status != "accepted":
+        console.print(f"[yellow]{predictor.info.status}:[/] {escape(str(predictor.info.path))} {PARITY_NOTE[predictor.info.status]}", soft_wrap=True)
     files, failures, skipped = expand_inputs(paths)
     results, unreadable = predictor.classify(files, top_k=top_k, batch_size=batch_size)
     failures |= unreadable
     top_k = min(top_k, len(predictor.labels))
     if as_json:
         doc = {
-            "artifact": str(artifact), "format": predictor.info.format, "precision": predictor.info.precision,
+            "artifact": str(artifact), "format": predictor.info.format, "precision": predictor.info.precision, "parity": predictor.info.status,
             "predictions": [{"path": r.path, "label": r.label, "confidence": r.confidence, "top": [{"label": lab, "probability": p} for lab, p in r.top]} for r in results],
             "failures": [{"path": path, "error": why} for path, why in failures.items()],
             "skipped_non_images": skipped,

@@ -41,7 +41,7 @@ class ArtifactInfo:
     image_size: int
     input: dict  # name, shape, dtype, layout, range, optional quantization {scale, zero_point}
     output: dict  # name, shape, dtype, optional quantization
-    status: str  # "accepted" or "rejected" by the parity gate
+    status: str  # the parity gate's verdict: "accepted", "unproven" (runs, marked) or "rejected"
     manifest: dict
 
     @property
@@ -161,8 +161,8 @@ class Predictor:
 def load_artifact(artifact: str | os.PathLike, threads: int | None = None, device: str = "CPU", allow_rejected: bool = False) -> Predictor:
     """Verify an artifact folder and open it in its runtime."""
     info = read_manifest(artifact)
-    if info.status != "accepted" and not allow_rejected:
-        raise VggEdgeError(f"{info.path}: this artifact failed its parity gate ({info.status}); use an accepted export")
+    if info.status == "rejected" and not allow_rejected:
+        raise VggEdgeError(f"{info.path}: this artifact failed its parity gate (rejected); use an accepted export")
     return Predictor(info, threads, device)
 
 

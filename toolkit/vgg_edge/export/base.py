@@ -29,6 +29,7 @@ class Attempt:
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    tunes_on_val: bool = False  # the converter measures itself on the val split, which then cannot judge it
 
 
 @dataclass
@@ -73,6 +74,9 @@ class Exporter(ABC):
 
     format: ClassVar[str]
     model_file: ClassVar[str]  # the file the edge runtime opens
+    # True: when int8 misses its gate, the pipeline retries keeping the k most sensitive layers
+    # (`Attempt.options["float_layers"]`) in float; False: the toolchain's own fallback already ranks them.
+    ranked_fallback: ClassVar[bool]
 
     def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
         """Settings to try in order until the gate passes: one for float and dynamic, fallbacks for int8."""
@@ -85,3 +89,8 @@ class Exporter(ABC):
     @abstractmethod
     def convert(self, source: SourceModel, dest: Path, precision: str, calibration: CalibrationReader | None, attempt: Attempt) -> Conversion:
         """Write the model file(s) for `precision` into the empty folder `dest`."""
+
+    @abstractmethod
+    def layer_errors(self, source: SourceModel, artifact: Path, images: np.ndarray) -> dict[str, float]:
+        """SQNR (dB) of each Keras layer's output, the int8 model in `artifact` (written by `convert`) against
+        the float model, both run end to end on `images` (float32 raw NHWC pixels); in model order."""

@@ -1,16 +1,21 @@
-"""One export: convert, run the result in its edge runtime on the recorded test split, gate, publish.
+"""One export: convert, run the result in its edge runtime on the recorded splits, gate, publish.
 
 For every (format, precision) the flow is the same, whatever the format:
 
 1. convert into a scratch folder with the exporter's first settings (`Exporter.attempts`);
 2. write a provisional manifest and open the folder exactly as the edge device will
    (`runtime.read_manifest` verifies the hashes, `runtime.Predictor` feeds the pixels);
-3. compare with the Keras model on the same test images (`parity.compare`) and check the
-   precision's bounds (`parity.Gate`); a quantized model that misses them is converted again
-   with the next settings, and every attempt is recorded;
-4. write the final manifest last, then swap the folder in atomically: an accepted artifact at
-   `<format>-<precision>/`, a failed one at `<format>-<precision>.rejected/` (the accepted
-   folder, if any, is left untouched).
+3. compare with the Keras model on the same images: the test split, plus the val split unless
+   the converter tuned on it (`parity.compare`), and let the precision's gate judge them
+   (`parity.Gate`: accepted, unproven or rejected); a quantized model that is rejected, or
+   unproven with a drop its images do show, is converted again with the next settings, and every
+   attempt is recorded;
+4. when int8 still misses that way and the format supports it, diagnose the quantization layer by
+   layer (`diagnose`) and try again keeping the 1, 2, 4, ... most sensitive layers in float,
+   until the gate passes: the fewest float layers that do, with their latency recorded;
+5. write the final manifest last, then swap the folder in atomically: an accepted or unproven
+   artifact at `<format>-<precision>/`, a rejected one at `<format>-<precision>.rejected/` (the
+   published folder, if any, is left untouched).
 
 `ExportJob` loads the run, the Keras reference predictions and the calibration set once, so
 exporting every format and precision pays for them once.
@@ -36,23 +41,35 @@ from ..ui import console, progress
 from . import calibration as calib
 from . import manifest as manifest_io
 from .base import PRECISIONS, Attempt, Exporter, SourceModel
+from .diagnose import Diagnosis, diagnose
 from .onnx import OnnxExporter
 from .openvino import OpenvinoExporter
-from .parity import Gate, compare
+from .parity import STATUSES, Gate, Predictions, Verdict, compare
 from .tflite import TfliteExporter
 
 EXPORTERS: dict[str, type[Exporter]] = {"tflite": TfliteExporter, "onnx": OnnxExporter, "openvino": OpenvinoExporter}
 DEFAULT_CALIBRATION_SIZE = 200
 BATCH = 32  # parity batch; ORT dynamic quantization scales activations per batch, so it is recorded
+DIAGNOSIS_IMAGES = 16  # val images whose every layer is compared: millions of values a layer; every tensor is held in memory
+LATENCY_RUNS = 20  # batch-1 calls timed per attempt: a rough cost of float fallbacks, not a benchmark
 
 
 @dataclass
 class ExportResult:
     format: str
     precision: str
-    artifact: Path  # the published folder (`.rejected` when the gate failed)
-    accepted: bool
+    artifact: Path  # the published folder (`.rejected` when the gate rejected it)
+    status: str  # accepted, unproven or rejected
     manifest: dict
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+    @property
+    def published(self) -> bool:
+        """Accepted or unproven: the artifact runs on devices (unproven is marked so wherever it is shown)."""
+        return self.status != "rejected"
 
     @property
     def parity(self) -> dict:
@@ -61,6 +78,10 @@ class ExportResult:
     @property
     def failures(self) -> list[str]:
         return self.manifest["gate"]["failures"]
+
+    @property
+    def unproven(self) -> list[str]:
+        return self.manifest["gate"]["unproven"]
 
 
 def default_root(run_dir: Path) -> Path:
@@ -83,6 +104,7 @@ class ExportJob:
         self.run = RunDir.open(run_dir)
         self.calibration_size = calibration_size
         self.calibration_seed = calibration_seed
+        self.diagnosis = Diagnosis(images=0, split="val", sqnr_db={})  # filled by the formats diagnosed so far
         self._scratch = Path(tempfile.mkdtemp(prefix="vgg-edge-export-"))
 
     def close(self) -> None:
@@ -96,19 +118,24 @@ class ExportJob:
 
     @cached_property
     def source(self) -> SourceModel:
-        validation = self._images("val") if self.run.split.files("val") else self._images("train")
-        return SourceModel(self.run.load_model(), self.run.image_size, validation, self._scratch)
+        return SourceModel(self.run.load_model(), self.run.image_size, self.val or self._images("train"), self._scratch)
 
     @cached_property
     def test(self) -> tuple[np.ndarray, np.ndarray]:
         return self._images("test")
 
     @cached_property
-    def reference(self) -> np.ndarray:
-        """The Keras model's probabilities on the test split: what every export is held to."""
+    def val(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The val split: more evidence for the gate (never seen by calibration), None if the run has none."""
+        return self._images("val") if self.run.split.files("val") else None
+
+    @cached_property
+    def reference(self) -> dict[str, np.ndarray]:
+        """The Keras model's probabilities on each evidence split: what every export is held to."""
         from ..training import batched_predict
 
-        return batched_predict(self.source.model, self.test[0], BATCH, "keras reference")
+        splits = {"test": self.test, **({"val": self.val} if self.val else {})}
+        return {name: batched_predict(self.source.model, pixels, BATCH, f"keras reference {name}") for name, (pixels, _) in splits.items()}
 
     @cached_property
     def calibration(self) -> calib.CalibrationSet:
@@ -119,7 +146,10 @@ class ExportJob:
         with progress(f"decode {split}", len(self.run.split.files(split))) as advance:
             return self.run.load_images(split, on_progress=advance)
 
-    def export(self, format: str, precision: str, out: Path | None = None, max_drop: float = 1.0) -> ExportResult:
+    def export(
+        self, format: str, precision: str, out: Path | None = None, max_drop: float = 1.0,
+        require_proof: bool = False, diagnose: bool = False,
+    ) -> ExportResult:
         if format not in EXPORTERS:
             raise VggEdgeError(f"--format {format}: unknown; use one of {', '.join(FORMATS)} or all")
         if precision not in PRECISIONS:
@@ -128,35 +158,60 @@ class ExportJob:
             console.print(f"[yellow]warning:[/] {format}-{precision} uses no calibration data; --calibration-size {self.calibration_size} is ignored")
         exporter = EXPORTERS[format]()
         dest = Path(out) if out else default_out(self.run.path, format, precision)
-        gate = Gate.for_precision(precision, max_drop)
+        gate = Gate.for_precision(precision, max_drop, require_proof)
         reader = calib.CalibrationReader(self.calibration) if precision == "int8" else None
-        attempts = exporter.attempts(precision, max_drop)
+        name = f"{format}-{precision}"
         tried: list[dict] = []
-        best: tuple[Path, dict, list[str]] | None = None
-        folders = [self._scratch / f"{format}-{precision}-{i}" for i in range(len(attempts))]
-        for i, (attempt, folder) in enumerate(zip(attempts, folders)):
-            doc, failures = self._attempt(exporter, folder, precision, reader, attempt, gate)
-            tried.append({"attempt": attempt.name, "passed": not failures, "failures": failures, **_headline(doc["parity"])})
-            if best is None or not failures or _worst_drop(doc["parity"]) < _worst_drop(best[1]["parity"]):
-                best = (folder, doc, failures)
-            if not failures:
-                break
-            if i + 1 < len(attempts):
-                console.print(f"[yellow]{format}-{precision} ({attempt.name}) missed the gate:[/] {'; '.join(failures)}; trying {attempts[i + 1].name}")
-        folder, doc, failures = best
-        accepted = not failures
-        doc["status"] = "accepted" if accepted else "rejected"
-        doc["attempts"] = tried
-        doc = manifest_io.write(folder, doc)
-        published = _publish(folder, dest if accepted else rejected_name(dest))
-        if accepted:
-            shutil.rmtree(rejected_name(dest), ignore_errors=True)  # a stale failure report would contradict the good artifact
-        for scratch in folders:  # the attempts not kept
-            shutil.rmtree(scratch, ignore_errors=True)
-        return ExportResult(format, precision, published, accepted, doc)
+        kept: tuple[Path, dict, Verdict] | None = None
 
-    def _attempt(self, exporter: Exporter, folder: Path, precision: str, reader, attempt: Attempt, gate: Gate) -> tuple[dict, list[str]]:
-        """Convert with one set of settings and measure it; returns its provisional manifest and missed bounds."""
+        def attempt(settings: Attempt) -> bool:
+            """Convert and judge once; keeps the best so far; True when another setting is worth trying."""
+            nonlocal kept
+            folder = self._scratch / f"{name}-{len(tried)}"
+            doc, verdict = self._attempt(exporter, folder, precision, reader, settings, gate)
+            tried.append({"attempt": settings.name, "status": doc["status"], "failures": doc["gate"]["failures"], **_headline(doc)})
+            if kept is None or _rank(doc) < _rank(kept[1]):
+                kept = (folder, doc, verdict)
+            if verdict.worth_retrying:
+                reasons = verdict.failures or [line for line in verdict.unproven if " -" in line]
+                console.print(f"[yellow]{name} ({settings.name}) {verdict.status}:[/] {'; '.join(reasons)}", soft_wrap=True)
+            return verdict.worth_retrying
+
+        static = exporter.attempts(precision, max_drop)
+        for settings in static:
+            if not attempt(settings):
+                break
+        missed = kept[2].worth_retrying
+        if precision == "int8" and (diagnose or missed):
+            ranking = self._diagnose(exporter, kept[0])
+            if missed and exporter.ranked_fallback:
+                base = next(a for a in static if a.name == kept[1]["conversion"]["attempt"])
+                for k in _doubling(len(ranking)):
+                    layers = ranking[:k]
+                    if not attempt(Attempt(f"{base.name}, {k} most sensitive layers in float", {**base.options, "float_layers": layers})):
+                        break
+        folder, doc, _ = kept
+        doc["attempts"] = tried
+        doc["diagnosis"] = self.diagnosis.record_for(format) if format in self.diagnosis.sqnr_db else None
+        doc = manifest_io.write(folder, doc)
+        status = doc["status"]
+        published = _publish(folder, rejected_name(dest) if status == "rejected" else dest)
+        if status != "rejected":
+            shutil.rmtree(rejected_name(dest), ignore_errors=True)  # a stale failure report would contradict the good artifact
+        for scratch in self._scratch.glob(f"{name}-*"):  # the attempts not kept
+            shutil.rmtree(scratch, ignore_errors=True)
+        return ExportResult(format, precision, published, status, doc)
+
+    def _diagnose(self, exporter: Exporter, artifact: Path) -> list[str]:
+        """Per-layer SQNR of `artifact` against the float model on val images; the layers ranked by the noise they add."""
+        pixels = (self.val or self.test)[0][:DIAGNOSIS_IMAGES].astype(np.float32)
+        with console.status(f"[bold]diagnosing {exporter.format}-int8[/] layer by layer"):
+            found = diagnose({exporter.format: (exporter, artifact)}, self.source, pixels, "val" if self.val else "test")
+        self.diagnosis = Diagnosis(found.images, found.split, {**self.diagnosis.sqnr_db, **found.sqnr_db})
+        return found.ranking(exporter.format)
+
+    def _attempt(self, exporter: Exporter, folder: Path, precision: str, reader, attempt: Attempt, gate: Gate) -> tuple[dict, Verdict]:
+        """Convert with one set of settings, measure and judge it; returns its provisional manifest and the verdict."""
         name = f"{exporter.format}-{precision}"
         started = time.perf_counter()
         with console.status(f"[bold]converting {name}[/] ({attempt.name})"):
@@ -167,27 +222,28 @@ class ExportJob:
             "labels": self.run.labels,
             "input": {**conversion.input, "layout": "NHWC", "range": [0, 255]},
             "output": conversion.output,
-            "status": "rejected",  # provisional: only the gate may accept it
+            "status": "rejected",  # provisional: only the gate may publish it
             "preprocessing": manifest_io.PREPROCESSING,
             "source": self.source_record,
             "calibration": self.calibration.record() if reader else None,
             "conversion": {"attempt": attempt.name, "settings": conversion.settings, "seconds": round(seconds, 2)},
-            "gate": {"bounds": gate.record(), "failures": []},
+            "gate": {"bounds": gate.record(), "failures": [], "unproven": []},
             "parity": None,
             "versions": manifest_io.tool_versions(),
         }
         doc = manifest_io.write(folder, doc)
         predictor = Predictor(read_manifest(folder))  # the edge device's own loading and input handling
-        pixels, y = self.test
-        with progress(f"parity {name}", len(pixels)) as advance:
-            probs = []
-            for start in range(0, len(pixels), BATCH):
-                probs.append(predictor.predict(pixels[start:start + BATCH]))
-                advance(len(probs[-1]))
-        doc["parity"] = compare(y, self.reference, np.concatenate(probs), self.run.labels) | {"batch_size": BATCH}
-        failures = gate.failures(doc["parity"])
-        doc["gate"]["failures"] = failures
-        return doc, failures
+        evidence = [Predictions("test", self.test[1], self.reference["test"], _predict_all(predictor, self.test[0], f"parity {name} test"))]
+        if self.val and not attempt.tunes_on_val:
+            evidence.append(Predictions("val", self.val[1], self.reference["val"], _predict_all(predictor, self.val[0], f"parity {name} val")))
+        doc["parity"] = compare(evidence, self.run.labels, gate.confidence) | {"batch_size": BATCH}
+        if self.val and attempt.tunes_on_val:
+            doc["parity"]["evidence"]["excluded"] = {"val": "the converter tuned on it"}
+        doc["conversion"]["latency_ms_batch1"] = _latency_ms(predictor, self.test[0][:1])
+        verdict = gate.judge(doc["parity"])
+        doc["status"] = verdict.status
+        doc["gate"].update(failures=verdict.failures, unproven=verdict.unproven, shown_drop=verdict.shown_drop)
+        return doc, verdict
 
     @cached_property
     def source_record(self) -> dict:
@@ -195,27 +251,69 @@ class ExportJob:
         return {
             "run": str(self.run.path.resolve()), "run_name": self.run.name, "model_file": "model.keras",
             "model_sha256": sha256_file(self.run.model_path), "split_sha256": sha256_file(self.run.path / "split.json"),
-            "parity_split": "test", "test_images": int(len(self.test[1])),
+            "parity_split": "test", "test_images": int(len(self.test[1])), "val_images": int(len(self.val[1])) if self.val else 0,
         }
 
 
 def export_many(
     run_dir: str | Path, formats: Sequence[str], precisions: Sequence[str], out: Path | None = None,
     max_drop: float = 1.0, calibration_size: int | None = None, calibration_seed: int = 0,
+    require_proof: bool = False, diagnose: bool = False,
 ) -> list[ExportResult]:
-    """Every format x precision; `out` is the parent folder (default `exported/<run>/`)."""
+    """Every format x precision; `out` is the parent folder (default `exported/<run>/`).
+
+    Any int8 diagnosis (asked for, or made because an attempt was rejected) is written across
+    formats as `<out>/diagnosis/` (one table, one plot).
+    """
     with ExportJob(run_dir, calibration_size, calibration_seed) as job:
         root = Path(out) if out else default_root(job.run.path)
-        return [job.export(f, p, root / f"{f}-{p}", max_drop) for f in formats for p in precisions]
+        results = [job.export(f, p, root / f"{f}-{p}", max_drop, require_proof, diagnose) for f in formats for p in precisions]
+        if job.diagnosis.sqnr_db:
+            job.diagnosis.write(root / "diagnosis")
+        return results
 
 
 def export_run(
     run_dir: str | Path, format: str, precision: str, out: Path | None = None,
     max_drop: float = 1.0, calibration_size: int | None = None, calibration_seed: int = 0,
+    require_proof: bool = False, diagnose: bool = False,
 ) -> ExportResult:
     """Export one run to one format and precision; `out` is the artifact folder (default `exported/<run>/<format>-<precision>/`)."""
     with ExportJob(run_dir, calibration_size, calibration_seed) as job:
-        return job.export(format, precision, out, max_drop)
+        result = job.export(format, precision, out, max_drop, require_proof, diagnose)
+        if job.diagnosis.sqnr_db:
+            job.diagnosis.write(result.artifact.parent / "diagnosis")
+        return result
+
+
+def _predict_all(predictor: Predictor, pixels: np.ndarray, description: str) -> np.ndarray:
+    with progress(description, len(pixels)) as advance:
+        probs = []
+        for start in range(0, len(pixels), BATCH):
+            probs.append(predictor.predict(pixels[start:start + BATCH]))
+            advance(len(probs[-1]))
+    return np.concatenate(probs)
+
+
+def _latency_ms(predictor: Predictor, image: np.ndarray) -> float:
+    """Median batch-1 latency over a few calls after a warm-up: what a float fallback costs, roughly."""
+    for _ in range(3):
+        predictor.predict(image)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        started = time.perf_counter()
+        predictor.predict(image)
+        times.append(time.perf_counter() - started)
+    return round(1000 * float(np.median(times)), 3)
+
+
+def _doubling(n: int) -> list[int]:
+    """1, 2, 4, ... up to n (n itself last): few attempts to find few float layers."""
+    sizes, k = [], 1
+    while k < n:
+        sizes.append(k)
+        k *= 2
+    return sizes + [n] if n else []
 
 
 def _publish(folder: Path, dest: Path) -> Path:
@@ -226,11 +324,17 @@ def _publish(folder: Path, dest: Path) -> Path:
     return dest
 
 
-def _headline(parity: dict) -> dict:
-    keys = ("accuracy", "accuracy_drop_pp", "flip_rate", "max_abs_prob_diff")
-    return {k: parity[k] for k in keys}
+def _headline(doc: dict) -> dict:
+    parity = doc["parity"]
+    return {
+        "accuracy": parity["accuracy"], "accuracy_drop_pp": parity["accuracy_drop_pp"], "flip_rate": parity["flip_rate"],
+        "max_abs_prob_diff": parity["max_abs_prob_diff"], "latency_ms_batch1": doc["conversion"]["latency_ms_batch1"],
+        "float_layers": doc["conversion"]["settings"].get("float_layers", []),
+    }
 
 
-def _worst_drop(parity: dict) -> float:
-    """The largest of the accuracy and per-class sensitivity drops: how a rejected attempt is ranked."""
-    return max([parity["accuracy_drop_pp"], *(d for d in parity["sensitivity_drop_pp"].values() if d is not None)])
+def _rank(doc: dict) -> tuple[int, float]:
+    """How attempts compare: the better verdict, then the smaller worst drop of accuracy or a class's sensitivity."""
+    parity = doc["parity"]
+    worst = max([parity["accuracy_drop_pp"], *(d for d in parity["sensitivity_drop_pp"].values() if d is not None)])
+    return STATUSES.index(doc["status"]), worst
