@@ -40,7 +40,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: exported/<run name>")
     parser.add_argument("--calibration-size", type=int, default=None, help=f"int8 calibration images (default {DEFAULT_CALIBRATION_SIZE})")
     parser.add_argument("--max-drop", type=float, default=1.0)
-    parser.add_argument("--require-proof", action="store_true")
+    parser.add_argument("--require-proof", action="store_true", help="unproven counts as rejected: every fallback, the ranked one included, is tried")
+    parser.add_argument("--formats", default=",".join(EXPORTERS))
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--name", default="parity_brain_mri_128")
     args = parser.parse_args()
 
@@ -51,6 +53,7 @@ def main() -> None:
         "run": str(args.run.relative_to(ROOT)),
         "calibration_size": calibration_size,
         "max_drop_pp": args.max_drop,
+        "require_proof": args.require_proof,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": tool_versions(),
         "rows": [],
@@ -58,8 +61,8 @@ def main() -> None:
     started = time.perf_counter()
     with ExportJob(args.run, calibration_size=args.calibration_size) as job:
         doc["test_images"], doc["val_images"] = len(job.test[1]), len(job.val[1]) if job.val else 0
-        for fmt in EXPORTERS:
-            for precision in PRECISIONS:
+        for fmt in args.formats.split(","):
+            for precision in args.precisions.split(","):
                 t = time.perf_counter()
                 result = job.export(fmt, precision, args.out / f"{fmt}-{precision}", args.max_drop, args.require_proof, diagnose=True)
                 doc["rows"].append(row(result, time.perf_counter() - t))
@@ -96,7 +99,7 @@ def row(result, wall_s: float) -> dict:
 def markdown(doc: dict) -> str:
     lines = [
         f"# Export parity: {doc['run']} ({doc['test_images']} recorded test images, {doc['val_images']} val images)", "",
-        f"`{doc['command']}`  ", f"{doc['machine']['cpus']} CPUs, last row written {doc['finished']}, {doc['total_s'] / 60:.1f} min in all. "
+        f"`{doc['command']}`  ", f"{'--require-proof: unproven counts as rejected. ' if doc.get('require_proof') else ''}{doc['machine']['cpus']} CPUs, last row written {doc['finished']}, {doc['total_s'] / 60:.1f} min in all. "
         f"Reference: the Keras model, test accuracy {doc['rows'][0]['reference_accuracy']:.4f}. Gates: fp32 no flip and max |dp| <= 1e-4; "
         f"fp16 <= 0.1% flips and max |dp| <= 1e-2 (on test and val); dynamic and int8: non-inferiority with a {doc['max_drop_pp']:g} pp margin, "
         "the 95% Tango interval of the paired change of accuracy and of every class's sensitivity over test + val "
@@ -119,8 +122,12 @@ def markdown(doc: dict) -> str:
             name = g["metric"] if g["class"] is None else f"{g['metric']} {g['class']}"
             lines.append(f"| {name} | {'yes' if g['gated'] else 'no'} | {g['n']} | {' | '.join(str(c) for c in g['counts'])} "
                          f"| {g['change_pp']:+.2f} | [{g['ci_pp'][0]:+.2f}, {g['ci_pp'][1]:+.2f}] | {g['mcnemar_p']:.3f} |")
-        for line in r["gate"]["unproven"] + r["gate"]["failures"]:
-            lines.append(f"\n- {line}")
+        lines.append("")
+        lines += [f"- {line}" for line in r["gate"]["failures"] or r["gate"]["unproven"]]
+        if len(r["attempts"]) > 1:
+            lines += ["", "| attempt | status | float layers | batch-1 ms (rough, during export) | test accuracy | drop pp |", "|---|---|---|---:|---:|---:|"]
+            lines += [f"| {a['attempt']} | {a['status']} | {', '.join(a['float_layers']) or '-'} | {a['latency_ms_batch1']:.2f} | {a['accuracy']:.4f} | {a['accuracy_drop_pp']:+.2f} |"
+                      for a in r["attempts"]]
     return "\n".join(lines) + "\n"
 
 

@@ -121,7 +121,8 @@ def export(
         if result.status == "rejected":
             console.print(f"[red]rejected[/] {name}: {'; '.join(result.failures)} (report: {result.artifact / 'manifest.json'})", soft_wrap=True)
         elif result.status == "unproven":
-            console.print(f"[yellow]unproven[/] {name}, published: {'; '.join(result.unproven)}", soft_wrap=True)
+            more = f" (and {len(result.unproven) - 1} more in its manifest.json, gate.unproven)" if len(result.unproven) > 1 else ""
+            console.print(f"[yellow]unproven[/] {name}, published at {result.artifact}: {result.unproven[0]}{more}", soft_wrap=True)
     if any(r.status == "rejected" for r in results):
         raise typer.Exit(1)
 

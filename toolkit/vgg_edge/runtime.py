@@ -209,12 +209,25 @@ def _from_output(raw: np.ndarray, spec: dict) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the exceptions that caused `exc`."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _open_backend(info: ArtifactInfo, threads: int | None, device: str) -> _Backend:
     """The artifact's model opened in the runtime its format needs (imported only now)."""
     opener = {"onnx": _onnxruntime, "tflite": _litert, "openvino": _openvino}[info.format]
     try:
         return opener(info.model_path, threads, device)
     except ImportError as exc:
+        if _interrupted(exc):  # Ctrl-C inside the runtime's import surfaces as an ImportError: it is still Ctrl-C
+            raise KeyboardInterrupt from None
         raise VggEdgeError(f"{info.model_path}: needs the {info.format} runtime ({exc.name} is not installed); pip install 'vgg-edge[{info.format}]'") from None
     except Exception as exc:  # each runtime has its own exception types for a corrupt or foreign model
         raise VggEdgeError(f"{info.model_path}: the {info.format} runtime cannot load it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

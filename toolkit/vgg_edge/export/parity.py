@@ -99,8 +99,10 @@ class Gate:
                 failures.append(f"{said}: worse than the {margin:g} pp margin")
             elif lo <= -margin:
                 needed = images_needed(PairedCounts(*m["counts"]), margin / 100, self.confidence)
-                enough = f"about {needed} would" if needed else "no realistic number would"
-                unproven.append(f"{said}: cannot show it within {margin:g} pp nor beyond; {enough}")
+                side = "within" if m["change_pp"] > -margin else "beyond"
+                enough = f"about {needed} at these rates would show it {side}" if needed else "no realistic number would settle it"
+                unproven.append((lo, f"{said}: shows it neither within {margin:g} pp nor beyond; {enough}"))
+        unproven = [line for _, line in sorted(unproven, key=lambda item: item[0])]  # least settled first
         if failures:
             return Verdict("rejected", failures, unproven, shown_drop)
         if unproven and self.require_proof:
