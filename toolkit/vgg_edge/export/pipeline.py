@@ -173,8 +173,8 @@ class ExportJob:
             if kept is None or _rank(doc) < _rank(kept[1]):
                 kept = (folder, doc, verdict)
             if verdict.worth_retrying:
-                reasons = verdict.failures or [line for line in verdict.unproven if " -" in line]
-                console.print(f"[yellow]{name} ({settings.name}) {verdict.status}:[/] {'; '.join(reasons)}", soft_wrap=True)
+                reason = (verdict.failures or verdict.unproven)[0]  # the unproven lines come least settled first
+                console.print(f"[yellow]{name} ({settings.name}) {verdict.status}:[/] {reason}; trying other settings", soft_wrap=True)
             return verdict.worth_retrying
 
         static = exporter.attempts(precision, max_drop)
