@@ -94,7 +94,7 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="Shorthand for --precision fp16."),
     max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="dynamic/int8 gate: the non-inferiority margin, in percentage points, for accuracy and each class's sensitivity."),
     require_proof: bool = typer.Option(False, "--require-proof", help="Reject an export whose test and val splits are too small to show it within --max-drop (default: publish it marked unproven)."),
-    diagnose: bool = typer.Option(False, "--diagnose", help="int8: compare every layer's output with the float model (SQNR), written to <out>/diagnosis/; automatic when an int8 attempt is rejected."),
+    diagnose: bool = typer.Option(False, "--diagnose", help="int8: compare every layer's output with the float model (SQNR), written to <out>/diagnosis/; automatic when an int8 attempt is rejected or shows a drop."),
     calibration_size: Optional[int] = typer.Option(None, "--calibration-size", min=1, help="int8: train-split images to calibrate on, stratified by class (default 200)."),
     calibration_seed: int = typer.Option(0, "--calibration-seed", help="int8: seed of the calibration sample."),
     out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),

@@ -119,3 +119,17 @@ def bench_throughput(targets: Sequence[dict], dest: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     save_figure(fig, dest)
+
+
+def layer_sqnr(sqnr_db: dict[str, dict[str, float]], layers: Sequence[str], images: str, dest: Path) -> None:
+    """int8 against float along the network: one line of per-layer SQNR (dB) per format."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(layers) + 2), 4.5))
+    for format, values in sqnr_db.items():
+        ax.plot([layers.index(layer) for layer in values], list(values.values()), marker="o", label=format)
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
+    ax.set_ylabel("SQNR (dB), higher is closer to float")
+    ax.set_title(f"int8 against float, layer by layer ({images})")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    save_figure(fig, dest)

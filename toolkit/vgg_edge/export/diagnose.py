@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import plots
 from ..fileio import write_bytes, write_json
 from .base import Exporter, SourceModel
 
@@ -83,7 +84,7 @@ class Diagnosis:
         folder = Path(folder)
         write_json(folder / "diagnosis.json", self.record())
         write_bytes(folder / "diagnosis.md", self._table().encode())
-        self._plot(folder / "diagnosis.png")
+        plots.layer_sqnr(self.sqnr_db, self._layers(), f"{self.images} {self.split} images", folder / "diagnosis.png")
 
     def _layers(self) -> list[str]:
         """Every layer any format reports, in model order (a converter may fold a layer away)."""
@@ -101,21 +102,6 @@ class Diagnosis:
             cells = (f"{self.sqnr_db[f][layer]:.1f}" if layer in self.sqnr_db[f] else "-" for f in formats)
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
-
-    def _plot(self, dest: Path) -> None:
-        from ..plots import _pyplot, save_figure
-
-        plt = _pyplot()
-        layers = self._layers()
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(layers) + 2), 4.5))
-        for format, values in self.sqnr_db.items():
-            ax.plot([layers.index(layer) for layer in values], list(values.values()), marker="o", label=format)
-        ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right")
-        ax.set_ylabel("SQNR (dB), higher is closer to float")
-        ax.set_title(f"int8 against float, layer by layer ({self.images} {self.split} images)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        save_figure(fig, dest)
 
 
 def diagnose(

@@ -122,7 +122,8 @@ def compare(evidence: list[Predictions], labels: list[str], confidence: float = 
     test = evidence[0]
     ref = classification_metrics(test.y, test.reference, labels)
     new = classification_metrics(test.y, test.exported, labels)
-    diff = np.abs(test.exported.astype(np.float64) - test.reference.astype(np.float64))
+    diffs = {p.split: np.abs(p.exported.astype(np.float64) - p.reference.astype(np.float64)) for p in evidence}
+    diff = diffs[test.split]
     flips = {p.split: int((p.exported.argmax(1) != p.reference.argmax(1)).sum()) for p in evidence}
     n = sum(len(p) for p in evidence)
 
@@ -146,7 +147,7 @@ def compare(evidence: list[Predictions], labels: list[str], confidence: float = 
             "splits": {p.split: len(p) for p in evidence}, "n": n, "confidence": confidence, "counts_order": COUNTS_ORDER,
             "flips": sum(flips.values()), "flips_by_split": flips, "flip_rate": sum(flips.values()) / n if n else 0.0,
             "flip_rate_upper": flip_upper(sum(flips.values()), n, confidence),
-            "max_abs_prob_diff": max(float(np.abs(p.exported.astype(np.float64) - p.reference).max()) if len(p) else 0.0 for p in evidence),
+            "max_abs_prob_diff": max(float(d.max()) if d.size else 0.0 for d in diffs.values()),
         },
         "paired": paired_metrics(evidence, labels, confidence),
         "reference_metrics": ref,
