@@ -21,8 +21,7 @@ def main() -> None:
 
     import keras
 
-    from vgg_edge.model import build_model, split_at
-    from vgg_edge.training import _set_trainable
+    from vgg_edge.model import build_model, set_trainable, split_at
     from vgg_edge.weights import resolve_weights
 
     keras.utils.set_random_seed(0)
@@ -30,7 +29,7 @@ def main() -> None:
     x = x.astype(np.float32)
 
     model = build_model(len(labels), args.image_size, resolve_weights("imagenet"))
-    _set_trainable(model, first_block=6)  # phase 1: the whole base frozen
+    set_trainable(model, first_block=6)  # phase 1: the whole base frozen
     base, head = split_at(model, "block5_pool")
 
     recompute = second_epoch_seconds(model, x, y, args.batch_size, 1e-3)

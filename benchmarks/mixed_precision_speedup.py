@@ -22,8 +22,8 @@ def main() -> None:
     import keras
 
     from vgg_edge.bench import environment
-    from vgg_edge.model import build_model, cut_layer_name, split_at
-    from vgg_edge.training import MIXED_POLICIES, _dtype_policy, _set_trainable, batched_predict
+    from vgg_edge.model import build_model, cut_layer_name, set_trainable, split_at
+    from vgg_edge.training import MIXED_POLICIES, batched_predict, dtype_policy
     from vgg_edge.weights import resolve_weights
 
     labels, x, y = train_sample(args.data, args.image_size, args.images)
@@ -32,9 +32,9 @@ def main() -> None:
     timings = {}
     for name, policy in MIXED_POLICIES.items():
         keras.utils.set_random_seed(0)
-        with _dtype_policy(policy):
+        with dtype_policy(policy):
             model = build_model(len(labels), args.image_size, weights)
-            _set_trainable(model, first_block=6 - args.fine_tune_blocks)
+            set_trainable(model, first_block=6 - args.fine_tune_blocks)
             prefix, suffix = split_at(model, cut_layer_name(args.fine_tune_blocks))
             batched_predict(prefix, x[: args.batch_size], args.batch_size, "warm-up")
             start = time.perf_counter()

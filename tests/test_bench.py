@@ -172,3 +172,217 @@ def test_batches_cycle_the_image_pool_and_stats_are_in_ms():
     assert stats["p50"] == pytest.approx(2.5) and stats["max"] == pytest.approx(4.0) and stats["mean"] == pytest.approx(2.5)
     cores = BenchConfig().thread_counts()
     assert cores[0] >= 1 and cores[-1] == 1 and len(set(cores)) == len(cores)
+
+
+# ----------------------------------------------------------------------------------- output, from saved bench.json files
+# These read the committed bench results and train, export and time nothing: seconds in all.
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+SAVED = sorted(RESULTS.glob("bench_brain_mri_*/bench.json"))
+
+
+def _rows_whole(text: str, rows: list[list[str]]) -> list[list[str]]:
+    """The rows whose cells do not all appear, in order and uncut, on one line of `text`."""
+    import re
+
+    return [row for row in rows if not re.search(r"(^|\s)" + r"\s+".join(map(re.escape, row)) + r"(\s|$)", text, re.MULTILINE)]
+
+
+def _no_baseline(doc: dict) -> dict:
+    """`doc` as `--no-baseline` on artifact folders leaves it: no Keras target, no ratios."""
+    import copy
+
+    from vgg_edge.bench import add_ratios
+
+    doc = copy.deepcopy(doc)
+    doc["targets"] = [t for t in doc["targets"] if t["format"] != "keras"]
+    add_ratios(doc)
+    return doc
+
+
+def test_saved_bench_files_are_there():
+    assert len(SAVED) >= 3, f"expected the committed bench results under {RESULTS}"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("path", SAVED, ids=lambda p: p.parent.name)
+def test_compact_table_fits_the_terminal_and_cuts_no_cell(path: Path, width: int):
+    from vgg_edge.ui import render_table
+    from vgg_edge.bench import compact_rows, summary_table
+
+    doc = load_bench(path)
+    text = render_table(summary_table(doc), width)
+    header, rows = compact_rows(doc)
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    assert "…" not in text, text
+    assert not _rows_whole(text, rows), text
+    names = {t["name"] for t in doc["targets"] if t["status"] == "ok"}
+    assert {row[header.index("target")] for row in rows} == names
+    assert header[:4] == ["target", "device", "gate", "accuracy"] and "x Keras p50" in header
+    for word in " ".join(header).split():
+        assert word in text
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("path", SAVED, ids=lambda p: p.parent.name)
+def test_wide_table_has_every_column_and_cuts_no_cell(path: Path, width: int):
+    from vgg_edge.ui import render_table
+    from vgg_edge.bench import summary_rows, summary_table
+
+    doc = load_bench(path)
+    text = render_table(summary_table(doc, wide=True), width)
+    header, rows = summary_rows(doc)
+    assert "…" not in text, text
+    assert not _rows_whole(text, rows), text  # drawn wider than `width` where it must be: never cropped
+    assert {"runtime", "p99 ms", "RSS MB", "cold s"} <= set(header)
+    for word in " ".join(header).split():
+        assert word in text
+
+
+def test_the_identity_columns_never_wrap_or_shrink():
+    from rich.table import Table
+
+    from vgg_edge.ui import render_table
+    from vgg_edge.bench import summary_table
+
+    doc = load_bench(SAVED[0])
+    other = json.loads(json.dumps(doc))
+    for t in other["targets"]:
+        t["run"] = t["run"] + "-a-second-run-with-a-long-name"
+    doc["targets"] += other["targets"]  # two runs: a run column beside the target
+    table = summary_table(doc)
+    assert isinstance(table, Table) and [c.header for c in table.columns][:2] == ["run", "target"]
+    assert all(c.no_wrap and c.min_width >= max(len(cell) for cell in c._cells) for c in table.columns[:2])
+    text = render_table(table, 80)
+    assert "…" not in text
+    assert Path(other["targets"][0]["run"]).name in text
+
+
+def test_without_a_baseline_the_tables_drop_the_keras_ratios():
+    from vgg_edge.ui import render_table
+    from vgg_edge.bench import compact_rows, has_baseline, summary_rows, summary_table, to_markdown
+
+    doc = _no_baseline(load_bench(SAVED[0]))
+    assert not has_baseline(doc) and has_baseline(load_bench(SAVED[0]))
+    for header, _ in (compact_rows(doc), summary_rows(doc)):
+        assert not [c for c in header if "Keras" in c]
+    for wide in (False, True):
+        table = summary_table(doc, wide=wide)
+        assert "Keras" not in str(table.title)
+        assert "Keras" not in render_table(table, 120)
+    assert "x Keras" not in to_markdown(doc)
+    assert "x Keras p50" in to_markdown(load_bench(SAVED[0]))
+
+
+def test_wilson_interval_matches_published_values():
+    from vgg_edge.bench import accuracy_interval, wilson_interval
+
+    # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3; and the 0/10, 10/10, 50/100 cases.
+    published = {(0, 10): (0.0, 0.2775), (10, 10): (0.7225, 1.0), (50, 100): (0.4038, 0.5962),
+                 (81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605), (0, 20): (0.0, 0.1611), (1, 29): (0.0061, 0.1718)}
+    for (k, n), (low, high) in published.items():
+        assert wilson_interval(k, n) == pytest.approx((low, high), abs=5e-5), (k, n)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for k, n in ((0, 7), (3, 40), (1219, 1281), (33, 120)):
+        ci = scipy_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert wilson_interval(5, 10, 0.99)[0] < wilson_interval(5, 10)[0]
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+    assert accuracy_interval({"accuracy": 0.9516003122560499, "accuracy_n": 1281}) == pytest.approx(wilson_interval(1219, 1281))
+    assert accuracy_interval({"accuracy": 0.95}) is None  # a bench.json written before accuracy_n: no interval
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.parametrize("recorded_n", [True, False], ids=["with-n", "without-n"])
+def test_pareto_png_from_a_saved_bench(tmp_path: Path, monkeypatch, recorded_n: bool):
+    from vgg_edge import plots
+
+    doc = load_bench(RESULTS / "bench_brain_mri_128" / "bench.json")
+    measured = [t for t in doc["targets"] if t["measurements"]]
+    if recorded_n:
+        for t in measured:
+            t["accuracy_n"] = 1281  # the test split those runs were measured on
+    figures = []
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, dest: (figures.append(fig), save(fig, dest)))
+    plots.bench_pareto(measured, tmp_path / "pareto.png")
+    width, height = _png_size(tmp_path / "pareto.png")
+    assert 900 <= width <= 1400 and 500 <= height <= 700, (width, height)  # 8x5 in at 120 dpi, plus the legend beside it
+    (ax,) = figures[0].axes
+    low, high = ax.get_ylim()
+    assert high <= 1.0 and low > 0.9  # accuracies of about 0.95: no axis running on past 1
+    labels = ax.get_legend().get_texts()
+    assert [t.get_text() for t in labels] == ["Pareto front", *(f"{t['name']} CPU" for t in measured)]
+    assert not ax.texts  # a legend, not labels printed over each other
+    bars = [c for c in ax.containers if c.has_yerr]
+    assert len(bars) == (len(measured) if recorded_n else 0)
+    if recorded_n:  # room for the intervals, about 1.2 points either side at n=1281
+        assert low < min(t["accuracy"] for t in measured) - 0.01
+
+
+def test_the_pareto_front_is_drawn_only_with_two_points(tmp_path: Path, monkeypatch):
+    from vgg_edge import plots
+
+    assert plots.pareto_front([(1.0, 0.9), (2.0, 0.95), (3.0, 0.94), (0.5, 0.8)]) == [(0.5, 0.8), (1.0, 0.9), (2.0, 0.95)]
+    assert plots.pareto_front([(1.0, 0.95), (2.0, 0.9)]) == [(1.0, 0.95)]
+    doc = load_bench(RESULTS / "bench_brain_mri_128" / "bench.json")
+    fastest_and_best = [t for t in doc["targets"] if t["name"] in ("keras", "onnx-int8") and t["measurements"]]
+    fastest_and_best[1]["accuracy"] = 0.99  # onnx-int8: faster and more accurate, a one-point front
+    figures = []
+    save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, dest: (figures.append(fig), save(fig, dest)))
+    plots.bench_pareto(fastest_and_best, tmp_path / "pareto.png")
+    (ax,) = figures[0].axes
+    assert "Pareto front" not in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert all(line.get_label() != "Pareto front" for line in ax.get_lines())
+
+
+def test_bench_cli_reports_only_what_it_times_on_one_line_each(tmp_path: Path, monkeypatch):
+    """The CLI around run_bench, with the timing replaced by the saved figures of a real bench."""
+    from dataclasses import fields
+
+    import vgg_edge.bench as bench
+    from vgg_edge.bench import Target
+
+    saved = load_bench(RESULTS / "bench_brain_mri_128" / "bench.json")
+    rows = {t["key"]: t for t in saved["targets"]}
+    targets = [Target(**{f.name: t[f.name] for f in fields(Target)}) for t in saved["targets"]]
+    skipped = {(t["format"], t["device"]): t["reason"] for t in saved["targets"] if t["status"] == "skipped"}
+    spawned = []
+
+    def spawn(target, config, threads, batches, images, scratch):
+        spawned.append(target.key)
+        row = rows[target.key]
+        return {"status": "ok", "threads": threads, "cold_start": row["cold_start"], "peak_rss_mb": row["peak_rss_mb"],
+                "measurements": [m for m in row["measurements"] if m["threads"] == threads and m["batch"] in batches]}
+
+    def describe(target):
+        return {**rows[target.key], "status": "ok", "reason": None, "cold_start": None, "peak_rss_mb": None, "measurements": []}
+
+    monkeypatch.setattr(bench, "discover", lambda paths, baseline=True: targets)
+    monkeypatch.setattr(bench, "_image_pools", lambda targets, limit, scratch: {(t.run, t.image_size): "unused.npy" for t in targets})
+    monkeypatch.setattr(bench, "absent_runtimes", lambda targets, scratch: dict(skipped))
+    monkeypatch.setattr(bench, "_describe", describe)
+    monkeypatch.setattr(bench, "_spawn", spawn)
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", str(tmp_path), "--batch-sizes", "1,8", "--threads", "2,1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    measured = [t.key for t in targets if (t.format, t.device) not in skipped]
+    progress = [line for line in result.stderr.splitlines() if line.startswith("bench ")]
+    assert progress == [f"bench {i}/{len(measured)} {key}" for i, key in enumerate(measured, 1)]
+    assert sorted(set(spawned)) == sorted(measured)
+    lines = result.stderr.splitlines()
+    assert all(line.startswith(("bench ", "skipped ", "wrote ")) for line in lines), lines  # nothing wrapped onto a second line
+    assert sum(line.startswith("skipped ") for line in lines) == 3  # CUDA, TensorRT, OpenVINO GPU: once each, after the table
+    assert result.output.index("every column: --wide") < result.output.index("skipped onnxruntime CUDA")
+    assert lines[-1] == f"wrote {out}/: bench.json, bench.csv, bench.md, latency.png, pareto.png, throughput.png"
+    assert sorted(p.name for p in out.iterdir()) == sorted(bench.output_files(load_bench(out / "bench.json")))
+    assert "x Keras p50" in result.stdout and "p99 ms" not in result.stdout and "every column: --wide" in result.stdout
+    wide = CliRunner().invoke(app, ["bench", str(tmp_path), "--batch-sizes", "1,8", "--threads", "2,1", "--out", str(out), "--wide"])
+    assert wide.exit_code == 0 and "p99 ms" in wide.stdout and "RSS MB" in wide.stdout and "…" not in wide.stdout

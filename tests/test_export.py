@@ -67,6 +67,24 @@ def test_calibration_is_a_seeded_stratified_sample_of_train_only(trained_run):
         select(split, len(split.labels) - 1)
 
 
+def test_calibration_takes_exactly_the_size_asked_in_proportion():
+    """Any class counts: the sample has exactly `size` images, none of the classes empty, each near its share
+    (within one, plus one where the one-per-class minimum moved images between classes)."""
+    from vgg_edge.data import Entry, SplitManifest
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        counts = rng.integers(1, 400, rng.integers(2, 12))
+        labels = [f"c{i}" for i in range(len(counts))]
+        entries = [Entry(f"train/{lab}/{j}.png", "train", lab, f"{lab}{j}") for lab, n in zip(labels, counts) for j in range(n)]
+        size = int(rng.integers(len(labels), 300))
+        chosen = select(SplitManifest("/data", labels, entries, 0), size)
+        assert len(chosen) == min(size, counts.sum())
+        for lab, n in zip(labels, counts):
+            got = sum(e.label == lab for e in chosen)
+            assert got >= 1 and abs(got - len(chosen) * n / counts.sum()) < 2
+
+
 @pytest.mark.parametrize(("fmt", "precision"), GRID)
 def test_every_export_meets_its_gate_in_its_own_runtime(exported, fmt, precision):
     result = exported.results[fmt, precision]
@@ -100,10 +118,12 @@ def test_recorded_int8_parity_is_what_the_device_gets(exported, fmt):
     predictor = load_artifact(result.artifact)
     probs = np.concatenate([predictor.predict(exported.pixels[i:i + BATCH]) for i in range(0, len(exported.pixels), BATCH)])
     parity = result.parity
-    assert int((probs.argmax(1) != exported.reference.argmax(1)).sum()) == parity["flips"]
+    decide = predictor.info.decision.decide  # the run's operating point: the gate judges the decisions the device makes
+    assert predictor.info.decision.positive == "9"
+    assert int((decide(probs) != decide(exported.reference)).sum()) == parity["flips"]
     assert np.abs(probs - exported.reference).max() == pytest.approx(parity["max_abs_prob_diff"], abs=1e-7)
-    assert parity["accuracy"] == pytest.approx(float((probs.argmax(1) == exported.labels).mean()))
-    assert parity["reference_accuracy"] == pytest.approx(float((exported.reference.argmax(1) == exported.labels).mean()))
+    assert parity["accuracy"] == pytest.approx(float((decide(probs) == exported.labels).mean()))
+    assert parity["reference_accuracy"] == pytest.approx(float((decide(exported.reference) == exported.labels).mean()))
 
 
 @pytest.mark.parametrize(("fmt", "precision"), GRID)

@@ -52,6 +52,30 @@ def assert_clean_failure(proc: subprocess.CompletedProcess, status: int, *named:
     return errors
 
 
+def test_operating_point_travels_into_every_export_and_predict_applies_it(trained_run, artifacts, test_files):
+    """The run's threshold on class 9 is in each manifest, judged by the gate, and decides `predict`'s labels."""
+    run = RunDir.open(trained_run)
+    rule = run.decision
+    assert rule.positive == "9" and 0 < rule.threshold < 1
+    recorded = json.loads((trained_run / "metrics.json").read_text())["operating_point"]
+    for path in artifacts.values():
+        info = read_manifest(path)
+        assert info.decision == rule and info.manifest["decision"] == rule.record()
+        # fp32: no flip, so the export's test figures at the operating point are the run's own
+        assert info.manifest["parity"]["metrics"]["confusion_matrix"] == recorded["metrics"]["confusion_matrix"]
+    predictor = load_artifact(artifacts["onnx"])
+    probs = predictor.predict(run.load_images("test")[0])
+    moved = np.flatnonzero(rule.decide(probs) != probs.argmax(1))
+    assert len(moved) > 0  # on these images the rule and the argmax disagree: what predict prints tells them apart
+    chosen = sorted(set(moved.tolist()) | set(range(10)))
+    done = vgg_edge("predict", str(artifacts["onnx"]), *(str(test_files[i]) for i in chosen), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["decision"] == rule.record()
+    labels = {p["path"]: p["label"] for p in doc["predictions"]}
+    assert [labels[str(test_files[i])] for i in chosen] == [run.labels[k] for k in rule.decide(probs[chosen])]
+
+
 def test_runtime_pixels_equal_training_pixels(trained_run, artifacts, test_files):
     """The device decodes the recorded test files into exactly the pixels the run was evaluated on."""
     run = RunDir.open(trained_run)

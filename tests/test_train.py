@@ -15,10 +15,11 @@ from vgg_edge.data import SplitManifest
 
 
 def test_run_directory_is_complete(trained_run: Path) -> None:
-    for name in ("model.keras", "labels.json", "config.json", "split.json", "history.json", "metrics.json", "report.json", "curves.png", "confusion_matrix.png"):
+    for name in ("model.keras", "labels.json", "config.json", "split.json", "history.json", "metrics.json", "report.json", "decision.json",
+                 "curves.png", "confusion_matrix.png", "reliability.png"):
         assert (trained_run / name).is_file(), name
     assert not [p for p in trained_run.parent.iterdir() if p.name.startswith(".")], "temporary files left behind"
-    for png in ("curves.png", "confusion_matrix.png"):
+    for png in ("curves.png", "confusion_matrix.png", "reliability.png"):
         with Image.open(trained_run / png) as image:
             assert image.format == "PNG" and min(image.size) > 200
 
@@ -51,7 +52,49 @@ def test_history_has_both_phases(trained_run: Path) -> None:
     assert [p["phase"] for p in phases] == ["head", "fine-tune"]
     assert phases[0]["learning_rate"] == 1e-3 and phases[1]["learning_rate"] == 1e-4
     report = json.loads((trained_run / "report.json").read_text())
-    assert report["feature_cache"] is True and report["kept_phase"] in ("head", "fine-tune")
+    assert report["augmentation"] == {"mode": "cached", "views": 4}
+    selection = report["selection"]
+    assert selection["monitor"] == "val_loss" and [p["phase"] for p in selection["phases"]] == ["head", "fine-tune"]
+    kept = selection["kept"]
+    assert kept["phase"] == report["kept_phase"] and kept["val_loss"] == min(p["val_loss"] for p in selection["phases"])
+    history = next(p["history"] for p in phases if p["phase"] == kept["phase"])
+    assert history["val_loss"][kept["best_epoch"] - 1] == min(history["val_loss"])
+    assert report["test_split"].startswith("read once")
+
+
+def test_temperature_changes_calibration_not_decisions(trained_run: Path) -> None:
+    """Undo the folded temperature: the same decisions on every test image, but worse validation likelihood."""
+    from vgg_edge import temperature
+    from vgg_edge.run import RunDir
+    from vgg_edge.training import batched_predict
+
+    run = RunDir.open(trained_run)
+    calibration = json.loads((trained_run / "report.json").read_text())["calibration"]
+    t = calibration["temperature"]
+    assert json.loads((trained_run / "decision.json").read_text())["temperature"] == t and abs(t - 1) > 0.01
+    assert calibration["val"]["nll_after"] < calibration["val"]["nll_before"]
+    model = run.load_model()
+    pixels, _ = run.load_images("test")
+    calibrated = batched_predict(model, pixels, 256, "calibrated")
+    temperature.fold(model, 1 / t)  # back to the network as trained
+    raw = batched_predict(model, pixels, 256, "uncalibrated")
+    assert np.array_equal(calibrated.argmax(1), raw.argmax(1))
+    assert np.abs(calibrated - raw).max() > 1e-3  # the probabilities did change
+
+
+def test_same_seed_same_model(tmp_path: Path) -> None:
+    """Cached augmentation, both phases, calibration and the operating point: twice, bit for bit the same."""
+    from vgg_edge.training import TrainConfig, train
+
+    runs = []
+    for name in ("a", "b"):
+        config = TrainConfig(out=tmp_path / name, data=MNIST, image_size=32, epochs=1, fine_tune_epochs=1, fine_tune_blocks=1,
+                             batch_size=64, views=2, target_sensitivity=("3", 0.9))
+        runs.append(train(config))
+    a, b = runs
+    assert a.metrics == b.metrics
+    assert a.report["calibration"] == b.report["calibration"] and a.report["operating_point"] == b.report["operating_point"]
+    assert json.loads((tmp_path / "a" / "history.json").read_text()) == json.loads((tmp_path / "b" / "history.json").read_text())
 
 
 def test_saved_model_has_no_random_layers_and_reproduces_its_metrics(trained_run: Path) -> None:
@@ -77,16 +120,20 @@ def test_cli_evaluate_and_clean_errors(trained_run: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "r").exists()
 
 
-def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path: Path) -> None:
-    """bfloat16 arithmetic while training; the run's model is plain float32 and reproduces its metrics."""
+def test_mixed_precision_and_online_augmentation_save_a_plain_float32_model(tmp_path: Path) -> None:
+    """bfloat16 arithmetic and fresh augmentation every epoch while training; the run's model is plain
+    float32 without random layers, and reproduces its metrics."""
     from vgg_edge.run import RunDir
     from vgg_edge.training import TrainConfig, evaluate_run, train
 
     out = tmp_path / "bf16"
-    result = train(TrainConfig(out=out, data=MNIST, image_size=32, epochs=1, fine_tune_epochs=1, fine_tune_blocks=1, batch_size=64, mixed_precision="bfloat16"))
+    result = train(TrainConfig(out=out, data=MNIST, image_size=32, epochs=1, fine_tune_epochs=1, fine_tune_blocks=1, batch_size=64,
+                               mixed_precision="bfloat16", augment="online"))
     assert result.metrics["accuracy"] > 0.5  # 10 classes: chance is 0.1
     assert json.loads((out / "config.json").read_text())["mixed_precision"] == "bfloat16"
+    assert result.report["augmentation"] == {"mode": "online", "views": None} and "feature_extraction_s" not in result.report["timings"]
     model = RunDir.open(out).load_model()
+    assert not [layer.name for layer in model.layers if type(layer).__name__.startswith("Random")]
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert {w.dtype for w in model.get_weights()} == {np.dtype("float32")}
     probs = model.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32))

@@ -11,10 +11,13 @@ Per process: import, load and first inference are timed apart (cold start); then
 warm-up by count *and* seconds, and timed runs until both a minimum count and a minimum duration
 are reached. Latency is per call (one batch); throughput is images per wall-clock second.
 The first thread count gets the whole batch sweep, every other thread count batch 1 (the thread
-sweep). Absent runtimes and devices are rows with status "skipped" and the reason.
+sweep). Absent runtimes and devices are found before any timing (package lookups, and one probe
+process asking the runtimes for their GPU devices) and are not timed; bench.json and bench.csv keep
+them as rows with status "skipped" and the reason, the terminal and bench.md as one line each.
 
-`bench.json` (schema `vgg-edge-bench/1`) holds everything; `bench.csv`, `bench.md` and the plots
-are views of it. `compare` sets two bench.json files side by side for a CI gate.
+`bench.json` (schema `vgg-edge-bench/1`) holds everything; `bench.csv`, `bench.md`, the plots and
+the terminal table (80 columns by default, every column with --wide) are views of it. `compare`
+sets two bench.json files side by side for a CI gate.
 """
 
 from __future__ import annotations
@@ -166,23 +169,42 @@ def make_batches(pixels: np.ndarray, batch: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(pixels[i:i + batch]) for i in range(0, len(pixels) - batch + 1, batch)]
 
 
-def _skip_reason(target: Target) -> str | None:
-    """Why a runtime or device cannot run here, found by asking the runtime itself (in the worker)."""
-    if target.format == "onnx" and target.device in ORT_PROVIDERS:
+def _skip_reason(format: str, device: str) -> str | None:
+    """Why a runtime's device cannot run here, found by asking the runtime itself (in a worker or the probe)."""
+    if format == "onnx" and device in ORT_PROVIDERS:
         import onnxruntime as ort
 
-        provider = ORT_PROVIDERS[target.device]
+        provider = ORT_PROVIDERS[device]
         if provider not in ort.get_available_providers():
             return f"{provider} is not in this onnxruntime {ort.__version__} (has {', '.join(ort.get_available_providers())}); needs onnxruntime-gpu and an NVIDIA GPU"
-        if target.device == "TensorRT":
+        if device == "TensorRT":
             return "runtime.load_artifact opens ONNX models with the CUDA or CPU provider only; TensorRT is not wired in"
-    if target.format == "openvino" and target.device != "CPU":
+    if format == "openvino" and device != "CPU":
         import openvino as ov
 
         devices = ov.Core().available_devices
-        if target.device not in devices:
-            return f"OpenVINO {ov.get_version().split('-')[0]} sees no {target.device} device (has {', '.join(devices)})"
+        if device not in devices:
+            return f"OpenVINO {ov.get_version().split('-')[0]} sees no {device} device (has {', '.join(devices)})"
     return None
+
+
+#: The package each format's runtime is imported from.
+RUNTIME_MODULES = {"keras": "tensorflow", "onnx": "onnxruntime", "tflite": "ai_edge_litert", "openvino": "openvino"}
+
+
+def _not_installed(format: str, module: str) -> str:
+    return f"{module} is not installed; pip install 'vgg-edge[{'full' if format == 'keras' else format}]'"
+
+
+def probe_worker(job: dict, result_path: Path) -> None:
+    """Body of the probe process: the skip reason (or None) of each non-CPU (format, device) in the job."""
+    reasons = {}
+    for format, device in job["probe"]:
+        try:
+            reasons[f"{format}:{device}"] = _skip_reason(format, device)
+        except ImportError as exc:
+            reasons[f"{format}:{device}"] = _not_installed(format, exc.name or RUNTIME_MODULES[format])
+    write_json(result_path, reasons)
 
 
 def _open(target: Target, threads: int):
@@ -211,6 +233,9 @@ def _import_runtime(target: Target) -> None:
 def run_worker(job_path: Path, result_path: Path) -> None:
     """Body of one bench process: measure one target at one thread count; write the result JSON."""
     job = read_json(job_path)
+    if "probe" in job:
+        probe_worker(job, result_path)
+        return
     target = Target(**job["target"])
     config = BenchConfig(**{**job["config"], "batch_sizes": tuple(job["batch_sizes"])})
     threads = int(job["threads"])
@@ -220,7 +245,7 @@ def run_worker(job_path: Path, result_path: Path) -> None:
         t0 = time.perf_counter()
         _import_runtime(target)
         t1 = time.perf_counter()
-        reason = _skip_reason(target)
+        reason = _skip_reason(target.format, target.device)
         if reason:
             write_json(result_path, {**result, "status": "skipped", "reason": reason})
             return
@@ -230,8 +255,7 @@ def run_worker(job_path: Path, result_path: Path) -> None:
         probs = predict(pixels[:1])
         t4 = time.perf_counter()
     except ImportError as exc:
-        extra = "full" if target.format == "keras" else target.format
-        write_json(result_path, {**result, "status": "skipped", "reason": f"{exc.name} is not installed; pip install 'vgg-edge[{extra}]'"})
+        write_json(result_path, {**result, "status": "skipped", "reason": _not_installed(target.format, exc.name)})
         return
     if probs.shape != (1, job["classes"]):
         raise VggEdgeError(f"{target.path}: returned shape {probs.shape}, expected (1, {job['classes']})")
@@ -267,20 +291,26 @@ class BenchReport:
 
 
 def run_bench(targets: list[Target], config: BenchConfig, out: Path, command: str = "", on_target=None) -> dict:
-    """Measure every target in its own processes; write bench.json/csv/md and the plots into `out`."""
+    """Measure every target in its own processes; write bench.json/csv/md and the plots into `out`.
+
+    Absent runtimes and devices are found first (`absent_runtimes`), so `on_target(target, i, total)`
+    is called only for the targets that will be timed, just before timing each (i from 1 to total).
+    """
     threads = config.thread_counts()
     report = BenchReport(environment=environment(), config={**asdict(config), "threads": list(threads)}, command=command)
     with tempfile.TemporaryDirectory(prefix="vgg-edge-bench-") as scratch:
         pools = _image_pools(targets, config.images, Path(scratch))
-        absent: dict[tuple[str, str], str] = {}  # (format, device) -> why: asked once, not once per artifact
+        absent = absent_runtimes(targets, Path(scratch))  # (format, device) -> why: asked once, not once per artifact
+        total, started = sum((t.format, t.device) not in absent for t in targets), 0
         for target in targets:
-            if on_target:
-                on_target(target)
             row = _describe(target)
             if (target.format, target.device) in absent:
                 row.update(status="skipped", reason=absent[(target.format, target.device)])
                 report.targets.append(row)
                 continue
+            started += 1
+            if on_target:
+                on_target(target, started, total)
             for i, count in enumerate(threads):
                 batches = config.batch_sizes if i == 0 else (1,)
                 result = _spawn(target, config, count, batches, pools[(target.run, target.image_size)], Path(scratch))
@@ -299,6 +329,33 @@ def run_bench(targets: list[Target], config: BenchConfig, out: Path, command: st
     return doc
 
 
+def absent_runtimes(targets: list[Target], scratch: Path) -> dict[tuple[str, str], str]:
+    """(format, device) -> why it cannot run here: a runtime package not installed, or a device its runtime does not see.
+
+    Package presence is looked up without importing; devices are asked of the runtimes in one probe
+    process (`probe_worker`), never in this one. A probe that fails says nothing: the workers still
+    find out, target by target, and a target they skip is a skipped row as before.
+    """
+    import importlib.util
+
+    absent: dict[tuple[str, str], str] = {}
+    devices: list[tuple[str, str]] = []
+    for format, device in dict.fromkeys((t.format, t.device) for t in targets):
+        module = RUNTIME_MODULES[format]
+        if importlib.util.find_spec(module) is None:
+            absent[(format, device)] = _not_installed(format, module)
+        elif device != "CPU":
+            devices.append((format, device))
+    if devices:
+        job, result = scratch / "probe.json", scratch / "probe.result.json"
+        write_json(job, {"probe": devices})
+        done = subprocess.run([sys.executable, "-m", "vgg_edge.bench", str(job), str(result)], capture_output=True, text=True)
+        if done.returncode == 0 and result.is_file():
+            reasons = read_json(result)
+            absent.update({(f, d): reasons[f"{f}:{d}"] for f, d in devices if reasons.get(f"{f}:{d}")})
+    return absent
+
+
 def _describe(target: Target) -> dict:
     """Everything about a target that is known before timing it: manifest facts, size, hashes, accuracy."""
     row = {**asdict(target), "key": target.key, "runtime": target.runtime, "status": "ok", "reason": None,
@@ -306,14 +363,15 @@ def _describe(target: Target) -> dict:
     if target.format == "keras":
         model = Path(target.path) / "model.keras"
         metrics = Path(target.path) / "metrics.json"
-        accuracy = read_json(metrics).get("accuracy") if metrics.is_file() else None
+        recorded = read_json(metrics) if metrics.is_file() else {}
+        accuracy = recorded.get("accuracy")
         row.update(model_file=model.name, size_bytes=model.stat().st_size, files={"model.keras": {"sha256": sha256_file(model), "bytes": model.stat().st_size}},
-                   accuracy=accuracy, accuracy_drop_pp=0.0 if accuracy is not None else None, parity_status=None)
+                   accuracy=accuracy, accuracy_n=recorded.get("n"), accuracy_drop_pp=0.0 if accuracy is not None else None, parity_status=None)
         return row
     manifest = read_manifest(target.path, verify=False).manifest
     parity = manifest.get("parity") or {}
     row.update(model_file=manifest["model_file"], size_bytes=sum(int(f["bytes"]) for f in manifest["files"].values()), files=manifest["files"],
-               accuracy=parity.get("accuracy"), accuracy_drop_pp=parity.get("accuracy_drop_pp"), parity_status=manifest.get("status"))
+               accuracy=parity.get("accuracy"), accuracy_n=parity.get("n"), accuracy_drop_pp=parity.get("accuracy_drop_pp"), parity_status=manifest.get("status"))
     return row
 
 
@@ -409,7 +467,14 @@ def measurement(target: dict, batch: int, threads: int | None = None) -> dict | 
     return found[0] if found else None
 
 
-def write_outputs(doc: dict, out: Path) -> None:
+def output_files(doc: dict) -> list[str]:
+    """The files `write_outputs` writes for `doc`: the plots only when something was measured."""
+    plots = ["latency.png", "pareto.png", "throughput.png"] if any(t["measurements"] for t in doc["targets"]) else []
+    return ["bench.json", "bench.csv", "bench.md", *plots]
+
+
+def write_outputs(doc: dict, out: Path) -> list[str]:
+    """Write bench.json, bench.csv, bench.md and the plots into `out`; returns the file names written."""
     from . import plots
 
     out.mkdir(parents=True, exist_ok=True)
@@ -421,6 +486,7 @@ def write_outputs(doc: dict, out: Path) -> None:
         plots.bench_latency_distribution(measured, out / "latency.png")
         plots.bench_pareto(measured, out / "pareto.png")
         plots.bench_throughput(measured, out / "throughput.png")
+    return output_files(doc)
 
 
 CSV_COLUMNS = ("run", "name", "format", "precision", "gate", "runtime", "device", "status", "reason", "threads", "batch", "runs",
@@ -472,7 +538,102 @@ def summary_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
             *(_fmt(measurement(t, b, threads[0])["throughput_ips"], ".1f") for b in batches), _fmt((last["vs_keras"] or {}).get("throughput"), ".2f"),
             *(_fmt(measurement(t, 1, n)["latency_ms"]["p50"], ".2f") for n in threads[1:]),
         ])
+    if not has_baseline(doc):  # every ratio would be "-": leave the columns out
+        keep = [i for i, column in enumerate(header) if not column.startswith("x Keras")]
+        header, rows = [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
     return header, rows
+
+
+def compact_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """The terminal's default table: the columns a choice is made on, in 80 columns for the usual names.
+
+    Target (and run, with several), device, parity gate, accuracy, median latency at the first batch
+    size, throughput at the largest, and the latency ratio to Keras when there is a baseline. The
+    runtime follows from the target's format; `summary_rows` (--wide, bench.md) has every column.
+    """
+    batches = doc["config"]["batch_sizes"]
+    threads = doc["config"]["threads"]
+    several_runs = len({t["run"] for t in doc["targets"]}) > 1
+    baseline = has_baseline(doc)
+    header = [*(["run"] if several_runs else []), "target", "device", "gate", "accuracy", f"p50 ms b{batches[0]}",
+              f"img/s b{batches[-1]}", *(["x Keras p50"] if baseline else [])]
+    rows = []
+    for t in doc["targets"]:
+        if t["status"] != "ok":
+            continue
+        first = measurement(t, batches[0], threads[0])
+        last = measurement(t, batches[-1], threads[0])
+        rows.append([
+            *([Path(t["run"]).name] if several_runs else []), t["name"], t["device"], t["parity_status"] or "-",
+            _fmt(t["accuracy"], ".4f"), _fmt(first["latency_ms"]["p50"], ".2f"), _fmt(last["throughput_ips"], ".1f"),
+            *([_fmt((first["vs_keras"] or {}).get("latency_p50"), ".2f")] if baseline else []),
+        ])
+    return header, rows
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion, e.g. an accuracy of `successes` right out of `n` test images.
+
+    Unlike the normal approximation it stays within [0, 1] and is not empty at 0 or n successes.
+    """
+    from statistics import NormalDist
+
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval: {successes} successes of {n}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    scale = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / scale
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def accuracy_interval(target: dict, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson interval of a target's accuracy on its `accuracy_n` test images; None where n is not recorded
+    (bench.json files written before `accuracy_n` existed)."""
+    n, accuracy = target.get("accuracy_n"), target.get("accuracy")
+    if not n or accuracy is None:
+        return None
+    return wilson_interval(round(accuracy * n), n, confidence)
+
+
+def has_baseline(doc: dict) -> bool:
+    """Whether any measurement has a ratio to a Keras baseline (none with --no-baseline and no run directory given)."""
+    return any(m.get("vs_keras") for t in doc["targets"] for m in t["measurements"])
+
+
+IDENTITY_COLUMNS = ("run", "target")
+TEXT_COLUMNS = (*IDENTITY_COLUMNS, "runtime", "device", "gate")
+GATE_STYLE = {"accepted": "green", "unproven": "yellow", "rejected": "red"}
+
+
+def summary_table(doc: dict, wide: bool = False):
+    """The terminal table: `compact_rows`, or with `wide` every column (`summary_rows`, as in bench.md).
+
+    No cell is ever cut: run and target never wrap, and every column is at least as wide as its
+    widest value and its longest header word; headers wrap between words instead. Columns are
+    two spaces apart under a rule, without vertical lines, to leave the width to the figures.
+    """
+    from rich import box
+    from rich.cells import cell_len
+    from rich.table import Table
+    from rich.text import Text
+
+    header, rows = summary_rows(doc) if wide else compact_rows(doc)
+    threads = doc["config"]["threads"][0]
+    title = f"vgg-edge bench, {threads} threads (b: batch size"
+    title += "; x Keras: ratio to the run's Keras model, below 1 is faster)" if has_baseline(doc) else ")"
+    table = Table(title=title, caption=None if wide else "every column: --wide, or bench.md", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True)
+    for i, column in enumerate(header):
+        width = max([cell_len(row[i]) for row in rows] + [cell_len(word) for word in column.split()])
+        if column in IDENTITY_COLUMNS:
+            table.add_column(column, no_wrap=True, min_width=max(width, cell_len(column)))
+        else:
+            table.add_column(column, justify="left" if column in TEXT_COLUMNS else "right", min_width=width)
+    for row in rows:
+        table.add_row(*(Text(cell, style=GATE_STYLE.get(cell, "") if column == "gate" else "") for column, cell in zip(header, row)))
+    return table
 
 
 def unmeasured(doc: dict) -> list[str]:
@@ -501,8 +662,9 @@ def to_markdown(doc: dict) -> str:
         f"Method: batch sizes {config['batch_sizes']} at {config['threads'][0]} threads (thread sweep at batch 1: {config['threads'][1:] or 'none'}); "
         f"warm-up {config['warmup_runs']} runs and {config['warmup_seconds']} s; at least {config['min_runs']} timed runs and {config['min_seconds']} s; "
         f"{config['images']} test-split images as inputs; each target in its own process. Latency is per call (one batch); "
-        "ratios are against the Keras baseline of the same run measured in this bench (a tf.function over model(x, training=False), "
-        "like the edge runtimes timed from uint8 pixels to probabilities).", "",
+        + ("ratios are against the Keras baseline of the same run measured in this bench (a tf.function over model(x, training=False), "
+           "like the edge runtimes timed from uint8 pixels to probabilities)." if has_baseline(doc) else
+           "no Keras baseline was measured in this bench (--no-baseline, or it did not run), so there are no ratios to it."), "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(row) + " |" for row in rows), "",

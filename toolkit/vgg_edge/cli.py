@@ -23,34 +23,74 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's option panels cut long option names at 80 columns
 )
 
 
-@app.command()
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"vgg-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show the libraries' own log lines and warnings (otherwise kept in ~/.cache/vgg-edge/logs/<command>.log)."),
+) -> None:
+    """VGG16 transfer learning for medical images: train, export with a parity gate, benchmark, predict at the edge."""
+    from .fileio import cache_dir
+    from .ui import quiet_native_output
+
+    if not verbose and ctx.invoked_subcommand:
+        quiet_native_output(cache_dir() / "logs" / f"{ctx.invoked_subcommand}.log")
+
+
+def _train_defaults():
+    """TrainConfig's own defaults, so the CLI never states them a second time."""
+    from .model import AugmentConfig, HeadConfig
+    from .training import TrainConfig
+
+    return TrainConfig(), HeadConfig(), AugmentConfig()
+
+
+_T, _HEAD, _AUG = _train_defaults()
+
+
+@app.command(short_help="Train VGG16 on a folder of labelled images.")
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", help="Folder with one sub-folder per class, or train/ [val/] test/ splits. Omitted: the built-in scikit-learn digits."),
-    out: Path = typer.Option(Path("runs/default"), "--out", help="Run directory to write (replaced atomically)."),
-    image_size: int = typer.Option(224, "--image-size", min=32, help="Square input size in pixels (128 is common for MRI)."),
-    epochs: int = typer.Option(10, "--epochs", min=0, help="Epochs of phase 1: the head on the frozen base."),
-    fine_tune_epochs: int = typer.Option(10, "--fine-tune-epochs", min=0, help="Epochs of phase 2: fine-tuning."),
-    fine_tune_blocks: int = typer.Option(1, "--fine-tune-blocks", min=0, max=5, help="Last VGG16 blocks to unfreeze in phase 2 (0: skip it)."),
-    weights: str = typer.Option("imagenet", "--weights", help="imagenet ($VGG_EDGE_WEIGHTS, Keras cache, then download), a .h5 path, or none."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    learning_rate: float = typer.Option(1e-3, "--lr", help="Adam learning rate of phase 1."),
-    fine_tune_learning_rate: float = typer.Option(1e-4, "--fine-tune-lr", help="Adam learning rate of phase 2."),
-    pooling: str = typer.Option("gap", "--pooling", help="Head pooling: gap or flatten."),
-    dense_units: int = typer.Option(256, "--dense", min=1, help="Units of the head's dense layer."),
-    dropout: float = typer.Option(0.5, "--dropout", min=0.0, max=0.95),
-    augment: bool = typer.Option(False, "--augment/--no-augment", help="Flip/rotate/zoom/brightness/contrast while training (runs VGG16 every epoch: much slower)."),
-    val_fraction: float = typer.Option(0.15, "--val-fraction", min=0.0, max=0.5),
-    test_fraction: float = typer.Option(0.15, "--test-fraction", min=0.01, max=0.5),
-    seed: int = typer.Option(42, "--seed"),
-    patience: int = typer.Option(3, "--patience", min=1, help="Early-stopping patience in epochs."),
-    class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
-    cache_features: bool = typer.Option(True, "--cache-features/--no-cache-features", help="Compute the frozen base once (off when augmenting)."),
-    mixed_precision: str = typer.Option("off", "--mixed-precision", help="off, or bfloat16: on CPUs with AMX/AVX512-BF16, 2.1x faster fine-tuning and 4.4x faster feature extraction (measured); the saved model is float32 either way."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder with one sub-folder per class, or train/ [val/] test/ splits. Omitted: the built-in scikit-learn 8x8 digits (not MNIST)."),
+    out: Path = typer.Option(_T.out, "--out", help="Run directory to write (replaced atomically)."),
+    image_size: int = typer.Option(_T.image_size, "--image-size", min=32, help="Square input size in pixels (128 is common for MRI)."),
+    epochs: int = typer.Option(_T.epochs, "--epochs", min=0, help="Epochs of phase 1: the head on the frozen base."),
+    fine_tune_epochs: int = typer.Option(_T.fine_tune_epochs, "--fine-tune-epochs", min=0, help="Epochs of phase 2: fine-tuning."),
+    fine_tune_blocks: int = typer.Option(_T.fine_tune_blocks, "--fine-tune-blocks", min=0, max=5, help="Last VGG16 blocks to unfreeze in phase 2 (0: skip it)."),
+    weights: str = typer.Option(_T.weights, "--weights", help="imagenet ($VGG_EDGE_WEIGHTS, Keras cache, then download), a .h5 path, or none."),
+    batch_size: int = typer.Option(_T.batch_size, "--batch-size", min=1),
+    learning_rate: float = typer.Option(_T.learning_rate, "--lr", help="Adam learning rate of phase 1."),
+    fine_tune_learning_rate: float = typer.Option(_T.fine_tune_learning_rate, "--fine-tune-lr", help="Adam learning rate of phase 2."),
+    pooling: str = typer.Option(_HEAD.pooling, "--pooling", help="Head pooling: gap or flatten."),
+    dense_units: int = typer.Option(_HEAD.dense_units, "--dense", min=1, help="Units of the head's dense layer."),
+    dropout: float = typer.Option(_HEAD.dropout, "--dropout", min=0.0, max=0.95),
+    augment: str = typer.Option(_T.augment, "--augment", help="cached: augmented views through the frozen base once (epochs as fast as without); online: fresh augmentation every epoch (runs VGG16 every epoch); off."),
+    views: int = typer.Option(_T.views, "--views", min=1, help="cached augmentation: versions of each training image (the original and views-1 augmented)."),
+    flip: bool = typer.Option(_AUG.flip, "--flip/--no-flip", help="Horizontal flips among the augmentations (off for images whose sides differ, e.g. digits)."),
+    val_fraction: float = typer.Option(_T.val_fraction, "--val-fraction", min=0.0, max=0.5),
+    test_fraction: float = typer.Option(_T.test_fraction, "--test-fraction", min=0.01, max=0.5),
+    seed: int = typer.Option(_T.seed, "--seed"),
+    patience: int = typer.Option(_T.patience, "--patience", min=1, help="Early-stopping patience in epochs."),
+    class_weights: bool = typer.Option(_T.class_weights, "--class-weights/--no-class-weights"),
+    mixed_precision: str = typer.Option(_T.mixed_precision, "--mixed-precision", help="auto (bfloat16 where the CPU has AMX or AVX512-BF16: about 2x faster fine-tuning, measured), off, or bfloat16; the saved model is float32 either way."),
+    calibrate: bool = typer.Option(_T.calibrate, "--calibrate/--no-calibrate", help="Fit a temperature on val and fold it into the model (calibrated probabilities, same decisions)."),
+    target_sensitivity: Optional[str] = typer.Option(None, "--target-sensitivity", help="CLASS=FRACTION: call CLASS whenever its probability reaches the threshold that finds FRACTION of its val images (e.g. malignant=0.95); travels into every export."),
 ) -> None:
     """Train a VGG16 classifier on a folder of labelled images and write a run directory."""
+    import dataclasses
+
+    from .decision import parse_target
     from .model import HeadConfig
     from .training import TrainConfig, train as run_training
 
@@ -58,21 +98,28 @@ def train(
         out=out, data=data, image_size=image_size, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         fine_tune_blocks=fine_tune_blocks, weights=weights, batch_size=batch_size, learning_rate=learning_rate,
         fine_tune_learning_rate=fine_tune_learning_rate, head=HeadConfig(pooling, dense_units, dropout),
-        augment=augment, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, patience=patience,
-        class_weights=class_weights, cache_features=cache_features, mixed_precision=mixed_precision,
+        augment=augment, views=views, augmentation=dataclasses.replace(_AUG, flip=flip),
+        val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, patience=patience,
+        class_weights=class_weights, mixed_precision=mixed_precision, calibrate=calibrate,
+        target_sensitivity=parse_target(target_sensitivity) if target_sensitivity else None,
     )
     result = run_training(config)
     report = result.report
     sizes = "  ".join(f"{split} {sum(c.values())}" for split, c in report["counts"].items())
+    kept = report["selection"]["kept"]
     console.print(
         f"[green]trained[/] {result.run}  ({sizes} images; {report['dropped_duplicates']} duplicates dropped, "
-        f"{report['unreadable']} unreadable skipped; kept phase '{report['kept_phase']}'; {report['timings']['total_s']:.0f} s)",
+        f"{report['unreadable']} unreadable skipped; kept {report['kept_phase']} epoch {kept['best_epoch'] if kept else '-'} "
+        f"by val loss; {report['timings']['total_s']:.0f} s)",
         soft_wrap=True,
     )
     print_table(metrics_table(result.metrics, "test split"))
+    if "operating_point" in result.metrics:
+        print_table(metrics_table(result.metrics["operating_point"]["metrics"], "test split at the operating point"))
+    console.print(f"next: vgg-edge export {result.run} --format all --int8   (curves, confusion matrix and reliability PNGs are in {result.run})")
 
 
-@app.command()
+@app.command(short_help="Recompute a run's test-split metrics.")
 def evaluate(run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`.")) -> None:
     """Recompute a run's metrics on its recorded test split."""
     from .fileio import read_json
@@ -80,12 +127,17 @@ def evaluate(run: Path = typer.Argument(..., help="Run directory written by `vgg
 
     metrics = evaluate_run(run)
     print_table(metrics_table(metrics, f"{run} test split"))
-    recorded = read_json(run / "metrics.json").get("accuracy")
+    if "operating_point" in metrics:
+        print_table(metrics_table(metrics["operating_point"]["metrics"], f"{run} test split at the operating point"))
+    recorded_doc = read_json(run / "metrics.json")
+    recorded = recorded_doc.get("accuracy")
     same = recorded is not None and abs(recorded - metrics["accuracy"]) < 1e-9
+    if "operating_point" in metrics:
+        same = same and recorded_doc.get("operating_point", {}).get("metrics", {}).get("confusion_matrix") == metrics["operating_point"]["metrics"]["confusion_matrix"]
     console.print(f"recorded accuracy {recorded:.4f}: {'[green]reproduced[/]' if same else '[red]differs[/]'}")
 
 
-@app.command()
+@app.command(short_help="Convert a run and prove parity, or refuse.")
 def export(
     run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`."),
     format: str = typer.Option(..., "--format", help="tflite, onnx, openvino, or all."),
@@ -98,6 +150,7 @@ def export(
     calibration_size: Optional[int] = typer.Option(None, "--calibration-size", min=1, help="int8: train-split images to calibrate on, stratified by class (default 200)."),
     calibration_seed: int = typer.Option(0, "--calibration-seed", help="int8: seed of the calibration sample."),
     out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),
+    wide: bool = typer.Option(False, "--wide", help="All columns in the parity table (size, conversion time, max |dp|, attempts); the manifests hold everything."),
 ) -> None:
     """Convert a run, prove parity with the Keras model on its recorded splits, or refuse (exit 1)."""
     from .export import EXPORTERS, PRECISIONS, export_many, export_run
@@ -115,7 +168,7 @@ def export(
         results = [export_run(run, formats[0], precisions[0], **options)]
     else:
         results = export_many(run, formats, precisions, **options)
-    print_table(parity_table(results))
+    print_table(parity_table(results, wide))
     for result in results:
         name = f"{result.format}-{result.precision}"
         if result.status == "rejected":
@@ -123,6 +176,12 @@ def export(
         elif result.status == "unproven":
             more = f" (and {len(result.unproven) - 1} more in its manifest.json, gate.unproven)" if len(result.unproven) > 1 else ""
             console.print(f"[yellow]unproven[/] {name}, published at {result.artifact}: {result.unproven[0]}{more}", soft_wrap=True)
+        else:
+            console.print(f"[green]accepted[/] {name}, published at {result.artifact}", soft_wrap=True)
+    published = [r for r in results if r.published]
+    if published:
+        where = published[0].artifact.parent if len(published) > 1 else published[0].artifact
+        console.print(f"next: vgg-edge bench {where}   or   vgg-edge predict {published[0].artifact} IMAGES...", soft_wrap=True)
     if any(r.status == "rejected" for r in results):
         raise typer.Exit(1)
 
@@ -134,25 +193,28 @@ PARITY_NOTE = {
 }
 
 
-def parity_table(results) -> Table:
-    """One row per exported artifact: the gate's verdict and the figures it was based on."""
-    table = Table(title="parity with the Keras model (test split; the verdict also weighs val)")
-    for column in ("artifact", "status", "MB", "convert s", "accuracy", "drop pp", "worst CI low pp", "flips", "max |dp|", "tried"):
-        table.add_column(column, justify="left" if column in ("artifact", "status") else "right")
-    for r in results:
+def parity_table(results, wide: bool = False) -> Table:
+    """One row per exported artifact: the gate's verdict and the figures it was based on (compact unless `wide`)."""
+    reference = {f"{r.parity['reference_accuracy']:.4f}" for r in results}
+    table = Table(title=f"parity with the Keras model (accuracy {', '.join(sorted(reference))} on the test split; the verdict also weighs val)")
+    names = [f"{r.format}-{r.precision}" for r in results]
+    table.add_column("artifact", no_wrap=True, min_width=max(map(len, names)))
+    table.add_column("status", no_wrap=True, min_width=8)
+    columns = ["accuracy", "drop pp", "worst CI low pp", "flips"] + (["MB", "convert s", "max |dp|", "tried"] if wide else [])
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, r in zip(names, results):
         p, m = r.parity, r.manifest
-        size = sum(f["bytes"] for f in m["files"].values()) / 1e6
         gated = [g["ci_pp"][0] for g in p["paired"] if g["gated"]]
-        table.add_row(
-            r.artifact.name, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", f"{size:.1f}",
-            f"{m['conversion']['seconds']:.1f}", f"{p['reference_accuracy']:.4f} -> {p['accuracy']:.4f}",
-            f"{p['accuracy_drop_pp']:+.2f}", f"{min(gated):+.2f}" if gated else "-", f"{p['flips']}/{p['n']}",
-            f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"])),
-        )
+        cells = [f"{p['accuracy']:.4f}", f"{p['accuracy_drop_pp']:+.2f}", f"{min(gated):+.2f}" if gated else "-", f"{p['flips']}/{p['n']}"]
+        if wide:
+            size = sum(f["bytes"] for f in m["files"].values()) / 1e6
+            cells += [f"{size:.1f}", f"{m['conversion']['seconds']:.1f}", f"{p['max_abs_prob_diff']:.1e}", str(len(m["attempts"]))]
+        table.add_row(name, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", *cells)
     return table
 
 
-@app.command()
+@app.command(short_help="Classify images with an export (no TensorFlow).")
 def predict(
     artifact: Path = typer.Argument(..., help="Artifact folder written by `vgg-edge export` (holds manifest.json)."),
     paths: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, DICOM, ...) and folders of them."),
@@ -181,6 +243,7 @@ def predict(
     if as_json:
         doc = {
             "artifact": str(artifact), "format": predictor.info.format, "precision": predictor.info.precision, "parity": predictor.info.status,
+            "decision": predictor.info.decision.record(),
             "predictions": [{"path": r.path, "label": r.label, "confidence": r.confidence, "top": [{"label": lab, "probability": p} for lab, p in r.top]} for r in results],
             "failures": [{"path": path, "error": why} for path, why in failures.items()],
             "skipped_non_images": skipped,
@@ -193,9 +256,10 @@ def predict(
             writer.writerow([r.path, r.label, f"{r.confidence:.6f}", *(v for lab, p in r.top[1:] for v in (lab, f"{p:.6f}")), ""])
         for path, why in failures.items():
             writer.writerow([path, "", "", *([""] * 2 * (top_k - 1)), why])
-    else:
+    elif results:
         info = predictor.info
-        table = Table(title=f"{escape(str(artifact))} ({info.format} {info.precision}, {len(info.labels)} classes, {info.image_size} px)")
+        rule = "" if info.decision.positive is None else f"; label: {info.decision.describe()}"
+        table = Table(title=f"{escape(str(artifact))} ({info.format} {info.precision}, {len(info.labels)} classes, {info.image_size} px{escape(rule)})")
         table.add_column("file", overflow="fold")
         table.add_column("label")
         table.add_column("probability", justify="right")
@@ -214,7 +278,7 @@ def predict(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="Time every export in every runtime.")
 def bench(
     paths: list[Path] = typer.Argument(..., help="exported/<run> (every artifact in it), artifact folders, and/or run directories (their Keras model is the baseline)."),
     batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Batch sizes of the throughput sweep, comma-separated."),
@@ -228,9 +292,10 @@ def bench(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json/csv/md and the plots (default: exported/<run>/bench)."),
     compare_with: Optional[Path] = typer.Option(None, "--compare", help="An earlier bench.json: print new/old ratios of median latency and throughput."),
     fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", min=1.0, help="With --compare: exit 1 if a median latency grew by more than this ratio (1.10: 10%)."),
+    wide: bool = typer.Option(False, "--wide", help="Print every column (p90/p99, size, cold start, RSS, each batch size and thread count, as in bench.md; about 150-200 characters wide) instead of the 80-column summary."),
 ) -> None:
     """Latency percentiles and throughput of every export in every runtime, beside its accuracy; each runtime in its own process."""
-    from .bench import BenchConfig, command_line, compare, discover, load_bench, parse_ints, regressions, run_bench, summary_rows, unmeasured
+    from .bench import BenchConfig, command_line, compare, discover, load_bench, output_files, parse_ints, regressions, run_bench, summary_table, unmeasured
 
     if fail_if_slower is not None and compare_with is None:
         raise VggEdgeError("--fail-if-slower needs --compare OLD.json (the bench.json to compare against)")
@@ -241,23 +306,19 @@ def bench(
     )
     targets = discover(paths, baseline=baseline)
     out = out or Path("exported") / Path(targets[0].run).resolve().name / "bench"
-    doc = run_bench(targets, config, out, command_line(paths, config, out, baseline), on_target=lambda t: console.print(f"[bold]bench[/] {escape(t.key)}"))
-    header, rows = summary_rows(doc)
-    table = Table(title=f"vgg-edge bench: batch 1 latency and throughput at {doc['config']['threads'][0]} threads (x Keras: ratio to the baseline in this run)")
-    for column in header:
-        table.add_column(column, justify="left" if column in ("run", "target", "runtime", "device", "gate") else "right")
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
-    print_table(table)
+    doc = run_bench(targets, config, out, command_line(paths, config, out, baseline),
+                    on_target=lambda t, i, n: console.print(f"[bold]bench[/] {i}/{n} {escape(t.key)}", soft_wrap=True))
+    print_table(summary_table(doc, wide=wide))
     for line in unmeasured(doc):
         console.print(f"[yellow]{escape(line)}[/]", soft_wrap=True)
-    console.print(f"[green]wrote[/] {out}/bench.json, bench.csv, bench.md, latency.png, pareto.png, throughput.png")
+    console.print(f"[green]wrote[/] {escape(str(out))}/: {', '.join(output_files(doc))}", soft_wrap=True)
     if old is None:
         return
     comparisons = compare(doc, old)
     table = Table(title=f"against {escape(str(compare_with))} (new/old; latency above 1 is slower)")
     for column in ("target", "threads", "batch", "old p50 ms", "new p50 ms", "latency new/old", "throughput new/old"):
-        table.add_column(column, justify="left" if column == "target" else "right")
+        key = column == "target"
+        table.add_column(column, justify="left" if key else "right", no_wrap=key, min_width=max([len(c.key) for c in comparisons], default=6) if key else None)
     for c in comparisons:
         table.add_row(escape(c.key), str(c.threads), str(c.batch), f"{c.old_p50_ms:.2f}", f"{c.new_p50_ms:.2f}", f"{c.latency_ratio:.3f}", f"{c.throughput_ratio:.3f}")
     print_table(table)
@@ -265,7 +326,7 @@ def bench(
         raise VggEdgeError(f"{compare_with}: no target, thread count and batch size in common with this bench; compare like with like")
     slower = regressions(comparisons, fail_if_slower) if fail_if_slower else []
     for c in slower:
-        console.print(f"[red]slower:[/] {escape(c.key)} threads {c.threads} batch {c.batch}: median {c.old_p50_ms:.2f} -> {c.new_p50_ms:.2f} ms (x{c.latency_ratio:.3f} > {fail_if_slower})")
+        console.print(f"[red]slower:[/] {escape(c.key)} threads {c.threads} batch {c.batch}: median {c.old_p50_ms:.2f} -> {c.new_p50_ms:.2f} ms (x{c.latency_ratio:.3f} > {fail_if_slower})", soft_wrap=True)
     if slower:
         raise typer.Exit(1)
 

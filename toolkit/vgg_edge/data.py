@@ -12,7 +12,6 @@ train): a test image that is also a training image would inflate every figure do
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -233,10 +232,9 @@ def builtin_digits(cache_dir: Path | None = None) -> Path:
     from PIL import Image
     from sklearn.datasets import load_digits
 
-    from .fileio import atomic_dir
+    from .fileio import atomic_dir, cache_dir as default_cache_dir
 
-    cache_dir = Path(cache_dir or os.environ.get("VGG_EDGE_CACHE", Path.home() / ".cache" / "vgg-edge"))
-    dest = cache_dir / "sklearn-digits"
+    dest = Path(cache_dir or default_cache_dir()) / "sklearn-digits"
     if (dest / "9").is_dir():
         return dest
     digits = load_digits()

@@ -109,3 +109,8 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def cache_dir() -> Path:
+    """Where vgg-edge keeps what it can rebuild: the built-in data set, logs ($VGG_EDGE_CACHE, else ~/.cache/vgg-edge)."""
+    return Path(os.environ.get("VGG_EDGE_CACHE", Path.home() / ".cache" / "vgg-edge"))

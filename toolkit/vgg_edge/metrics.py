@@ -7,16 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict:
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str], y_pred: np.ndarray | None = None) -> dict:
     """Accuracy, per-class precision/recall/F1/sensitivity/specificity/ROC-AUC, confusion matrix.
 
+    Decisions are the argmax of `probs` unless `y_pred` gives them (an operating point's).
     ROC-AUC is one-vs-rest per class (and macro-averaged); it is null for a class with no
     positives or no negatives in `y_true`, where it is undefined.
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     k = len(labels)
-    y_pred = probs.argmax(axis=1)
+    y_pred = probs.argmax(axis=1) if y_pred is None else np.asarray(y_pred)
     cm = confusion_matrix(y_true, y_pred, labels=list(range(k)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=list(range(k)), zero_division=0)
     total = cm.sum()

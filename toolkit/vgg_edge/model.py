@@ -73,8 +73,8 @@ def build_model(num_classes: int, image_size: int, weights: Path | None, head: H
     return keras.Model(inputs, outputs, name="vgg_edge")
 
 
-def augmenting(model, augment: AugmentConfig, seed: int):
-    """`model` behind random augmentation layers: the training model. Not saved."""
+def augmenter(augment: AugmentConfig, seed: int):
+    """The random augmentation layers as one model: (raw pixels, training=True) -> an augmented view."""
     import keras
 
     layers = []
@@ -87,17 +87,28 @@ def augmenting(model, augment: AugmentConfig, seed: int):
     if augment.brightness:
         layers.append(keras.layers.RandomBrightness(augment.brightness, value_range=(0, 255), seed=seed))
     if augment.contrast:
-        layers.append(keras.layers.RandomContrast(augment.contrast, seed=seed))
+        layers.append(keras.layers.RandomContrast(augment.contrast, value_range=(0, 255), seed=seed))
+    return keras.Sequential(layers, name="augment")
+
+
+def augmenting(model, augment: AugmentConfig, seed: int):
+    """`model` behind random augmentation layers: the training model of online augmentation. Not saved."""
+    import keras
+
     inputs = keras.Input(model.input_shape[1:], name="image")
-    x = inputs
-    for layer in layers:
-        x = layer(x)
-    return keras.Model(inputs, model(x), name="vgg_edge_training")
+    return keras.Model(inputs, model(augmenter(augment, seed)(inputs)), name="vgg_edge_training")
 
 
 def conv_block_layers(model, first_block: int) -> list:
     """The VGG16 layers of blocks `first_block`..5 (names start with 'blockN_')."""
     return [layer for layer in model.layers if layer.name.startswith("block") and int(layer.name[5]) >= first_block]
+
+
+def set_trainable(model, first_block: int) -> None:
+    """Blocks >= first_block train; earlier blocks (and the fixed preprocessing) stay frozen."""
+    trainable = {id(layer) for layer in conv_block_layers(model, first_block)}
+    for layer in conv_block_layers(model, 1):
+        layer.trainable = id(layer) in trainable
 
 
 def cut_layer_name(fine_tune_blocks: int) -> str:

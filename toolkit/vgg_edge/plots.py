@@ -40,6 +40,23 @@ def training_curves(history: dict[str, list[float]], phase_starts: Sequence[int]
     save_figure(fig, dest)
 
 
+def reliability_diagram(before: dict, after: dict, dest: Path, title: str = "test split") -> None:
+    """Accuracy against confidence per bin, before and after temperature scaling (`temperature.reliability` tables)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    for table, name, style in ((before, "before", "o--"), (after, "after temperature", "s-")):
+        points = [(c, a) for c, a in zip(table["confidence"], table["accuracy"]) if c is not None]
+        ax.plot([c for c, _ in points], [a for _, a in points], style, label=f"{name} (ECE {table['ece']:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (top class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability ({title}, {before['bins']} bins)")
+    ax.legend(loc="upper left")
+    save_figure(fig, dest)
+
+
 def confusion_matrix(cm: Sequence[Sequence[int]], labels: Sequence[str], dest: Path, title: str = "test split") -> None:
     plt = _pyplot()
     import numpy as np
@@ -65,6 +82,42 @@ def _bench_labels(targets: Sequence[dict]) -> list[str]:
     return [f"{Path(t['run']).name + '/' if several else ''}{t['name']} {t['device']}" for t in targets]
 
 
+#: Colour by runtime, marker by precision: the same target looks the same in every bench plot.
+_BENCH_COLOURS = {"keras": "black", "onnx": "tab:blue", "openvino": "tab:purple", "tflite": "tab:orange"}
+_BENCH_MARKERS = {"fp32": "o", "fp16": "s", "dynamic": "^", "int8": "D"}
+_SPARE_MARKERS = ("v", "P", "X", "<", ">", "*", "h")
+
+
+def _bench_styles(targets: Sequence[dict]) -> list[dict]:
+    """A distinct (colour, marker, fill) per target: a second target of the same runtime and precision
+    (another device, run or a reference model) gets a hollow marker, further ones other markers."""
+    seen: dict[tuple[str, str], int] = {}
+    styles = []
+    for t in targets:
+        colour = _BENCH_COLOURS.get(t["format"], "tab:green")
+        marker = _BENCH_MARKERS.get(t["precision"], "P")
+        repeat = seen[(colour, marker)] = seen.get((colour, marker), -1) + 1
+        if repeat >= 2:
+            marker = _SPARE_MARKERS[(repeat - 2) % len(_SPARE_MARKERS)]
+        styles.append({"color": colour, "marker": marker, "markerfacecolor": "none" if repeat % 2 else colour, "markeredgecolor": colour})
+    return styles
+
+
+def _log_axis(ax, which: str, values: Sequence[float]) -> bool:
+    """Put the `which` ('x' or 'y') axis of `ax` on a log scale, ticks at 1-2-5, when `values` span more than 10x."""
+    import matplotlib.ticker as ticker
+
+    values = [v for v in values if v > 0]
+    if not values or max(values) / min(values) <= 10:
+        return False
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+    return True
+
+
 def bench_latency_distribution(targets: Sequence[dict], dest: Path) -> None:
     """Box plot of every timed batch-1 call per target (primary thread count): the spread, not just the median."""
     plt = _pyplot()
@@ -73,32 +126,54 @@ def bench_latency_distribution(targets: Sequence[dict], dest: Path) -> None:
     ax.boxplot([m["samples_ms"] for m in first], orientation="horizontal", whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
     ax.set_yticks(range(1, len(first) + 1), [f"{label} (b{m['batch']}, {m['threads']} thr)" for label, m in zip(_bench_labels(targets), first)])
     ax.invert_yaxis()
-    ax.set_xlabel("latency per call (ms); whiskers p1-p99")
+    log = _log_axis(ax, "x", [v for m in first for v in m["samples_ms"]])
+    ax.set_xlabel(f"latency per call (ms{', log scale' if log else ''}); whiskers p1-p99")
     ax.set_title("Latency distribution")
     ax.grid(axis="x", alpha=0.3)
     save_figure(fig, dest)
 
 
-def bench_pareto(targets: Sequence[dict], dest: Path) -> None:
-    """Accuracy against median batch-1 latency; the Pareto front (nothing both faster and more accurate) joined."""
-    plt = _pyplot()
-    points = [(t["measurements"][0]["latency_ms"]["p50"], t["accuracy"], label) for t, label in zip(targets, _bench_labels(targets)) if t["accuracy"] is not None]
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for x, y, label in points:
-        ax.scatter(x, y, s=30)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    front, best = [], -1.0
-    for x, y, _ in sorted(points):
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (latency, accuracy) points that nothing beats on both: faster and at least as accurate, by latency."""
+    front, best = [], float("-inf")
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
         if y > best:
             front.append((x, y))
             best = y
-    if front:
-        ax.plot(*zip(*front), "--o", color="grey", markerfacecolor="none", markersize=10, label="Pareto front")
-        ax.legend()
-    ax.set_xlabel("median latency, batch 1 (ms)")
-    ax.set_ylabel("test accuracy")
+    return front
+
+
+def bench_pareto(targets: Sequence[dict], dest: Path) -> None:
+    """Accuracy (with its 95% Wilson interval on the test images) against median latency at the first
+    batch size; one legend entry per target; the Pareto front joined when it has two points or more."""
+    from .bench import accuracy_interval
+
+    plt = _pyplot()
+    points = [(t["measurements"][0]["latency_ms"]["p50"], t["accuracy"], accuracy_interval(t), label, style)
+              for t, label, style in zip(targets, _bench_labels(targets), _bench_styles(targets)) if t["accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for x, y, ci, label, style in points:
+        yerr = None if ci is None else [[y - ci[0]], [ci[1] - y]]
+        ax.errorbar([x], [y], yerr=yerr, linestyle="none", markersize=7, capsize=3, elinewidth=1, alpha=0.85, label=label, clip_on=False,
+                    ecolor=style["color"], **style)
+    front = pareto_front([(x, y) for x, y, *_ in points])
+    if len(front) >= 2:
+        ax.plot(*zip(*front), "--", color="grey", linewidth=1, zorder=0, label="Pareto front")
+    if points:
+        lows = [ci[0] if ci else y for _, y, ci, *_ in points]
+        highs = [ci[1] if ci else y for _, y, ci, *_ in points]
+        pad = max(0.05 * (max(highs) - min(lows)), 0.002)
+        ax.set_ylim(max(0.0, min(lows) - pad), min(1.0, max(highs) + pad))
+    log = _log_axis(ax, "x", [x for x, *_ in points])
+    first = targets[0]["measurements"][0] if targets else {"batch": 1, "threads": 1}
+    ax.set_xlabel(f"median latency per call, batch {first['batch']}, {first['threads']} threads (ms{', log scale' if log else ''})")
+    sizes = sorted({t["accuracy_n"] for t in targets if accuracy_interval(t)})
+    n = f", n={sizes[0]}" if len(sizes) == 1 else ""
+    ax.set_ylabel("test accuracy" + (f" (95% Wilson interval{n})" if sizes else " (test image count not recorded: no interval)"))
     ax.set_title("Accuracy vs latency")
     ax.grid(alpha=0.3)
+    if points:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     save_figure(fig, dest)
 
 
@@ -106,18 +181,22 @@ def bench_throughput(targets: Sequence[dict], dest: Path) -> None:
     """Images per second against batch size, one line per target (primary thread count)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for t, label in zip(targets, _bench_labels(targets)):
+    sweeps = []
+    for t, label, style in zip(targets, _bench_labels(targets), _bench_styles(targets)):
         threads = t["measurements"][0]["threads"]
         sweep = sorted((m["batch"], m["throughput_ips"]) for m in t["measurements"] if m["threads"] == threads)
-        ax.plot(*zip(*sweep), marker="o", label=label)
+        ax.plot(*zip(*sweep), label=label, **style)
+        sweeps.extend(ips for _, ips in sweep)
     ax.set_xscale("log", base=2)
     batches = sorted({m["batch"] for t in targets for m in t["measurements"]})
     ax.set_xticks(batches, [str(b) for b in batches])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    log = _log_axis(ax, "y", sweeps)
     ax.set_xlabel("batch size")
-    ax.set_ylabel("throughput (images/s)")
-    ax.set_title("Throughput vs batch size")
+    ax.set_ylabel(f"throughput (images/s{', log scale' if log else ''})")
+    ax.set_title(f"Throughput vs batch size ({targets[0]['measurements'][0]['threads']} threads)" if targets else "Throughput vs batch size")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     save_figure(fig, dest)
 
 

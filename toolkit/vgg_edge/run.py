@@ -7,8 +7,9 @@
       split.json           every file with its split, label and sha256 (the recorded test split)
       history.json         per-epoch metrics of both phases
       metrics.json         test-split metrics (accuracy, per-class sensitivity/specificity, AUC...)
-      report.json          timings, dropped duplicates, unreadable files, feature-cache use
-      curves.png, confusion_matrix.png
+      report.json          timings, selection (kept phase and epoch), calibration, mixed precision, augmentation
+      decision.json        the decision rule (argmax or an operating point) and the temperature folded into the model
+      curves.png, confusion_matrix.png, reliability.png
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from .data import SplitManifest, load_split
+from .decision import DecisionRule
 from .errors import VggEdgeError
 from .fileio import read_json
+
+
+DECISION_FILE = "decision.json"
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,16 @@ class RunDir:
     @cached_property
     def split(self) -> SplitManifest:
         return SplitManifest.load(self.path / "split.json")
+
+    @cached_property
+    def decision(self) -> DecisionRule:
+        """How the run's probabilities become decisions (argmax for runs written before operating points)."""
+        path = self.path / DECISION_FILE
+        rule = read_json(path).get("rule") if path.is_file() else None
+        try:
+            return DecisionRule.from_record(self.labels, rule)
+        except VggEdgeError as exc:
+            raise VggEdgeError(f"{path}: {exc}; re-run `vgg-edge train`") from None
 
     def load_model(self):
         """The Keras inference model. `safe_mode` stays on: loading never unpickles code."""

@@ -5,7 +5,8 @@ An artifact folder (written by `vgg-edge export`) holds the model file(s) and `m
 sha256 and size before a byte of the model is parsed, then opens the model in the runtime its
 format needs (onnxruntime, ai-edge-litert or openvino, imported only then). `Predictor.predict`
 takes raw RGB pixels decoded by `images.read_image` (the training pipeline's own decoder) and
-returns probabilities; `Predictor.classify` goes from file paths to labelled results.
+returns probabilities; `Predictor.classify` goes from file paths to labelled results, decided by
+the run's rule (argmax, or the operating point recorded at training: decision.py).
 
 This module imports numpy and Pillow only; a test asserts TensorFlow is never imported.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .decision import DecisionRule
 from .errors import VggEdgeError
 from .fileio import read_json, sha256_file
 from .images import IMAGE_SUFFIXES, find_images, read_image, read_images
@@ -48,6 +50,14 @@ class ArtifactInfo:
     def model_path(self) -> Path:
         return self.path / self.model_file
 
+    @property
+    def decision(self) -> DecisionRule:
+        """How probabilities become a label: argmax, or the operating point recorded at training."""
+        try:
+            return DecisionRule.from_record(self.labels, self.manifest.get("decision"))
+        except VggEdgeError as exc:
+            raise VggEdgeError(f"{self.path / MANIFEST}: {exc}; re-export the model") from None
+
 
 def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> ArtifactInfo:
     """Parse and check `manifest.json`; with `verify`, every listed file's size and sha256 too."""
@@ -56,7 +66,7 @@ def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> ArtifactI
         folder = folder.parent
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise VggEdgeError(f"{manifest_path}: no manifest; only folders written by `vgg-edge export` can be loaded")
+        raise VggEdgeError(f"{manifest_path}: no manifest; {_what_instead(folder)}")
     doc = read_json(manifest_path)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise VggEdgeError(f"{manifest_path}: not a {SCHEMA} manifest; re-export the model with this version of vgg-edge")
@@ -89,9 +99,22 @@ def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> ArtifactI
     return info
 
 
+def _what_instead(folder: Path) -> str:
+    """What a folder without a manifest is, and what to pass instead."""
+    inside = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []
+    if inside:
+        return f"it holds the artifacts {', '.join(inside)}: pass one of them, e.g. {folder / inside[0]}"
+    if (folder / "model.keras").is_file() and (folder / "split.json").is_file():
+        return f"it is a training run: export it first (vgg-edge export {folder} --format onnx), then pass the artifact folder"
+    if not folder.exists():
+        return "no such folder; pass an artifact folder written by `vgg-edge export` (e.g. exported/<run>/onnx-fp32)"
+    return "only folders written by `vgg-edge export` can be loaded (e.g. exported/<run>/onnx-fp32)"
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """One file's result: the top label and the `top_k` (label, probability) pairs, best first."""
+    """One file's result: the decided label (argmax or the operating point) with its probability, and the
+    `top_k` (label, probability) pairs, most probable first."""
 
     path: str
     label: str
@@ -117,6 +140,7 @@ class Predictor:
                 "the labels belong to another model: re-export it"
             )
         self._run = backend.run
+        self._decide = info.decision.decide  # checked only now: labels that belong to another model are named above
 
     @property
     def labels(self) -> list[str]:
@@ -152,9 +176,10 @@ class Predictor:
             failures.update(loaded.failures)
             if not loaded.paths:
                 continue
-            for path, p in zip(loaded.paths, self.predict(loaded.pixels)):
+            probs = self.predict(loaded.pixels)
+            for path, p, k in zip(loaded.paths, probs, self._decide(probs)):
                 top = [(self.labels[i], float(p[i])) for i in np.argsort(-p, kind="stable")[:max(1, top_k)]]
-                results.append(Prediction(str(path), top[0][0], top[0][1], top))
+                results.append(Prediction(str(path), self.labels[k], float(p[k]), top))
         return results, failures
 
 

@@ -44,10 +44,12 @@ class Conversion:
 class SourceModel:
     """The trained Keras model, with a SavedModel export made once and shared by the formats that need it."""
 
-    def __init__(self, model, image_size: int, validation: tuple[np.ndarray, np.ndarray], scratch: Path):
+    def __init__(self, model, image_size: int, validation: tuple[np.ndarray, np.ndarray], scratch: Path,
+                 decide: Callable[[np.ndarray], np.ndarray] | None = None):
         self.model = model
         self.image_size = image_size
         self.validation = validation  # (pixels, labels) of the run's val split, for accuracy-aware quantizers
+        self.decide = decide or (lambda probs: probs.argmax(axis=1))  # the run's decision rule (decision.py)
         self._scratch = scratch
 
     @cached_property

@@ -41,7 +41,7 @@ class CalibrationSet:
 
 
 def select(split: SplitManifest, size: int, seed: int = 0) -> list[Entry]:
-    """`size` train entries, allocated to classes in proportion to their counts (at least one each)."""
+    """Exactly `size` train entries, allocated to classes in proportion to their counts (at least one each)."""
     train = split.files("train")
     if size < len(split.labels):
         raise VggEdgeError(f"--calibration-size {size}: needs at least one image per class ({len(split.labels)}); pass a larger size")
@@ -49,9 +49,7 @@ def select(split: SplitManifest, size: int, seed: int = 0) -> list[Entry]:
         raise VggEdgeError(f"{split.data_root}: the run's split has no train images to calibrate on; re-run `vgg-edge train`")
     size = min(size, len(train))
     by_label = {lab: sorted((e for e in train if e.label == lab), key=lambda e: e.path) for lab in split.labels}
-    quota = {lab: max(1, round(size * len(files) / len(train))) for lab, files in by_label.items()}
-    while sum(quota.values()) > size:  # rounding overshoot: trim the largest allocations
-        quota[max(quota, key=quota.get)] -= 1
+    quota = _largest_remainder(size, {lab: len(files) for lab, files in by_label.items()})
     rng = np.random.default_rng(seed)
     chosen = []
     for lab, files in by_label.items():
@@ -89,3 +87,19 @@ class CalibrationReader:
         pixels = self.calibration.pixels
         for start in range(0, len(pixels), self.batch_size):
             yield pixels[start:start + self.batch_size].astype(np.float32)
+
+
+def _largest_remainder(size: int, counts: dict[str, int]) -> dict[str, int]:
+    """Integer shares of `size` proportional to `counts`, at least 1 each, summing to `size` (Hamilton's method)."""
+    total = sum(counts.values())
+    exact = {lab: size * n / total for lab, n in counts.items()}
+    quota = {lab: max(1, int(x)) for lab, x in exact.items()}
+    by_remainder = sorted(counts, key=lambda lab: (exact[lab] - int(exact[lab]), counts[lab]), reverse=True)
+    for lab in by_remainder:  # hand out what flooring left over, largest remainder first
+        if sum(quota.values()) >= size:
+            break
+        if quota[lab] < counts[lab]:
+            quota[lab] += 1
+    while sum(quota.values()) > size:  # the minimum of one per class overshot: trim the largest
+        quota[max(quota, key=quota.get)] -= 1
+    return quota

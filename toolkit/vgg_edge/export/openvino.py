@@ -78,14 +78,14 @@ def _quantize(model, source: SourceModel, calibration: CalibrationReader, option
         quantized = nncf.quantize(model, dataset, subset_size=size, ignored_scope=nncf.IgnoredScope(names=ignored))
         return quantized, {"tool": "nncf.quantize", "preset": "performance", "subset_size": size, "ignored_scope": ignored}
     pixels, labels = source.validation
-    reference = source.model.predict(pixels.astype(np.float32), batch_size=32, verbose=0).argmax(axis=1)
+    reference = source.decide(source.model.predict(pixels.astype(np.float32), batch_size=32, verbose=0))
     items = [(pixels[i:i + 32].astype(np.float32), labels[i:i + 32], reference[i:i + 32]) for i in range(0, len(pixels), 32)]
     classes = int(source.model.output_shape[-1])
 
     def parity_metric(compiled, batches) -> float:
         """The parity gate's criterion on (a subset of) the val split: 1 minus the largest drop of accuracy or of a
         class's sensitivity (NNCF divides by the float model's metric, so it must not be 0)."""
-        predicted, truth, keras = (np.concatenate(part) for part in zip(*((compiled(x)[0].argmax(axis=1), y, r) for x, y, r in batches)))
+        predicted, truth, keras = (np.concatenate(part) for part in zip(*((source.decide(compiled(x)[0]), y, r) for x, y, r in batches)))
         return 1.0 + float(np.min(_recalls(predicted, truth, classes) - _recalls(keras, truth, classes)))
 
     quantized = nncf.quantize_with_accuracy_control(

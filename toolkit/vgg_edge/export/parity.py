@@ -6,6 +6,8 @@ per-class sensitivity/specificity, ROC-AUC and their drops, decision flips, prob
 differences). Over every evidence split (test, plus val unless the converter tuned on it): the
 paired 2x2 counts of accuracy and of each class's sensitivity and specificity, each change with
 Tango's interval and McNemar's exact p-value, and the flip rate with its Clopper-Pearson bound.
+Decisions are the run's own: argmax, or its operating point (decision.py), so a threshold that an
+export's probabilities cross differently shows up as flips and as changed sensitivities.
 
 `Gate` judges. fp32 and fp16 keep exact bounds on flips and probabilities. A quantized export is
 a non-inferiority question against a margin (`--max-drop`, in points): for accuracy and every
@@ -23,6 +25,7 @@ at most 2.5% of splits; `--require-proof` turns `unproven` into a rejection for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,14 +120,24 @@ class Gate:
                 "rule": "non-inferiority: the two-sided CI (Tango) of each gated change lies above -max_drop_pp"}
 
 
-def compare(evidence: list[Predictions], labels: list[str], confidence: float = 0.95) -> dict:
-    """Parity figures of the export against the reference; `evidence[0]` is the test split."""
+Decide = Callable[[np.ndarray], np.ndarray]  # probabilities -> class indices (decision.DecisionRule.decide)
+
+
+def _argmax(probs: np.ndarray) -> np.ndarray:
+    return probs.argmax(axis=1)
+
+
+def compare(evidence: list[Predictions], labels: list[str], confidence: float = 0.95, decide: Decide = _argmax) -> dict:
+    """Parity figures of the export against the reference; `evidence[0]` is the test split.
+
+    Decisions, flips and every paired count are made by `decide`: the run's operating point when it has one.
+    """
     test = evidence[0]
-    ref = classification_metrics(test.y, test.reference, labels)
-    new = classification_metrics(test.y, test.exported, labels)
+    ref = classification_metrics(test.y, test.reference, labels, decide(test.reference))
+    new = classification_metrics(test.y, test.exported, labels, decide(test.exported))
     diffs = {p.split: np.abs(p.exported.astype(np.float64) - p.reference.astype(np.float64)) for p in evidence}
     diff = diffs[test.split]
-    flips = {p.split: int((p.exported.argmax(1) != p.reference.argmax(1)).sum()) for p in evidence}
+    flips = {p.split: int((decide(p.exported) != decide(p.reference)).sum()) for p in evidence}
     n = sum(len(p) for p in evidence)
 
     def drops(key: str) -> dict:
@@ -149,19 +162,19 @@ def compare(evidence: list[Predictions], labels: list[str], confidence: float = 
             "flip_rate_upper": flip_upper(sum(flips.values()), n, confidence),
             "max_abs_prob_diff": max(float(d.max()) if d.size else 0.0 for d in diffs.values()),
         },
-        "paired": paired_metrics(evidence, labels, confidence),
+        "paired": paired_metrics(evidence, labels, confidence, decide),
         "reference_metrics": ref,
         "metrics": new,
     }
 
 
-def paired_metrics(evidence: list[Predictions], labels: list[str], confidence: float = 0.95) -> list[dict]:
+def paired_metrics(evidence: list[Predictions], labels: list[str], confidence: float = 0.95, decide: Decide = _argmax) -> list[dict]:
     """Accuracy, then each class's sensitivity and specificity: paired counts per split and pooled, change, CI, McNemar.
 
     Gated: accuracy and the sensitivities (as before the statistics); specificities are reported.
     """
     outcomes = []  # (metric, class, gated, per split: (reference right, export right) over the metric's images)
-    decided = [(p.split, p.y, p.reference.argmax(1), p.exported.argmax(1)) for p in evidence]
+    decided = [(p.split, p.y, decide(p.reference), decide(p.exported)) for p in evidence]
     outcomes.append(("accuracy", None, True, {s: (r == y, e == y) for s, y, r, e in decided}))
     for k, label in enumerate(labels):
         outcomes.append(("sensitivity", label, True, {s: ((r == k)[y == k], (e == k)[y == k]) for s, y, r, e in decided}))

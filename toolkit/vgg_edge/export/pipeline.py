@@ -118,7 +118,7 @@ class ExportJob:
 
     @cached_property
     def source(self) -> SourceModel:
-        return SourceModel(self.run.load_model(), self.run.image_size, self.val or self._images("train"), self._scratch)
+        return SourceModel(self.run.load_model(), self.run.image_size, self.val or self._images("train"), self._scratch, self.run.decision.decide)
 
     @cached_property
     def test(self) -> tuple[np.ndarray, np.ndarray]:
@@ -220,6 +220,7 @@ class ExportJob:
         doc = {
             "format": exporter.format, "precision": precision, "model_file": exporter.model_file,
             "labels": self.run.labels,
+            "decision": self.run.decision.record(),
             "input": {**conversion.input, "layout": "NHWC", "range": [0, 255]},
             "output": conversion.output,
             "status": "rejected",  # provisional: only the gate may publish it
@@ -236,7 +237,7 @@ class ExportJob:
         evidence = [Predictions("test", self.test[1], self.reference["test"], _predict_all(predictor, self.test[0], f"parity {name} test"))]
         if self.val and not attempt.tunes_on_val:
             evidence.append(Predictions("val", self.val[1], self.reference["val"], _predict_all(predictor, self.val[0], f"parity {name} val")))
-        doc["parity"] = compare(evidence, self.run.labels, gate.confidence) | {"batch_size": BATCH}
+        doc["parity"] = compare(evidence, self.run.labels, gate.confidence, self.run.decision.decide) | {"batch_size": BATCH}
         if self.val and attempt.tunes_on_val:
             doc["parity"]["evidence"]["excluded"] = {"val": "the converter tuned on it"}
         doc["conversion"]["latency_ms_batch1"] = _latency_ms(predictor, self.test[0][:1])

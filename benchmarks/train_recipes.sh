@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The default recipe of the train-quality issue, and what it is compared with (2 CPU cores, no GPU).
+# Every run is chosen on validation only; each test split is read once per run, at its end.
+# Run from the repository root, one run at a time (the machine has 2 cores); logs in benchmarks/logs/.
+# Then: benchmarks/summarize_train.py prints the tables of benchmarks/results/recipes.md.
+set -euo pipefail
+export VGG_EDGE_WEIGHTS=${VGG_EDGE_WEIGHTS:-../shared/weights/vgg16_imagenet_notop.h5}
+mkdir -p benchmarks/logs
+run() { local name=$1; shift; /usr/bin/time -v .venv/bin/vgg-edge train --out "runs/$name" "$@" > "benchmarks/logs/train-$name.log" 2>&1; }
+case "${1:-all}" in
+  brain-default|all) run default-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 ;;&
+  skin-default|all) run default-skin-lesion-128 --data ../shared/data/skin-lesion --image-size 128 ;;&
+  mnist-default|all) run default-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 ;;&
+  brain-noaug|all) run noaug-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --augment off ;;&
+  brain-online|all) run online-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --augment online ;;&
+  *) ;;
+esac
