@@ -4,12 +4,14 @@
 set -euo pipefail
 export VGG_EDGE_WEIGHTS=${VGG_EDGE_WEIGHTS:-../shared/weights/vgg16_imagenet_notop.h5}
 mkdir -p benchmarks/logs
-run() { local name=$1; shift; /usr/bin/time -v .venv/bin/vgg-edge train --out "runs/$name" "$@" > "benchmarks/logs/train-$name.log" 2>&1; }
+# These runs predate the train-quality issue's defaults; OLD pins the defaults they ran under (later options win).
+OLD=(--augment off --class-weights --no-calibrate --mixed-precision off --fine-tune-blocks 1 --fine-tune-epochs 10)
+run() { local name=$1; shift; /usr/bin/time -v .venv/bin/vgg-edge train --out "runs/$name" "${OLD[@]}" "$@" > "benchmarks/logs/train-$name.log" 2>&1; }
 # brain MRI: session 1's float32 one-block runs, then session 2's mixed-bfloat16 runs (the model of record: b2-bf16-flatten)
 run brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --epochs 12 --fine-tune-epochs 10 --fine-tune-blocks 1
-run brain-mri-128-augment --data ../shared/data/brain-mri --image-size 128 --augment --epochs 4 --fine-tune-epochs 6 --fine-tune-blocks 1
+run brain-mri-128-augment --data ../shared/data/brain-mri --image-size 128 --augment online --epochs 4 --fine-tune-epochs 6 --fine-tune-blocks 1
 run brain-mri-128-b2-bf16 --data ../shared/data/brain-mri --image-size 128 --epochs 12 --fine-tune-epochs 20 --fine-tune-blocks 2 --patience 4 --mixed-precision bfloat16
-run brain-mri-128-b2-bf16-augment --data ../shared/data/brain-mri --image-size 128 --augment --epochs 6 --fine-tune-epochs 20 --fine-tune-blocks 2 --patience 4 --mixed-precision bfloat16
+run brain-mri-128-b2-bf16-augment --data ../shared/data/brain-mri --image-size 128 --augment online --epochs 6 --fine-tune-epochs 20 --fine-tune-blocks 2 --patience 4 --mixed-precision bfloat16
 run brain-mri-128-b2-bf16-flatten --data ../shared/data/brain-mri --image-size 128 --epochs 12 --fine-tune-epochs 20 --fine-tune-blocks 2 --patience 4 --pooling flatten --mixed-precision bfloat16
 run brain-mri-128-b3-bf16 --data ../shared/data/brain-mri --image-size 128 --epochs 12 --fine-tune-epochs 12 --fine-tune-blocks 3 --fine-tune-lr 5e-5 --patience 4 --mixed-precision bfloat16
 run mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --epochs 12 --fine-tune-epochs 10 --fine-tune-blocks 2

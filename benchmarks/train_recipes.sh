@@ -13,5 +13,6 @@ case "${1:-all}" in
   mnist-default|all) run default-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 ;;&
   brain-noaug|all) run noaug-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --augment off ;;&
   brain-online|all) run online-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --augment online ;;&
+  mnist-noflip|all) run noflip-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --no-flip ;;&
   *) ;;
 esac

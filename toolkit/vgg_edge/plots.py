@@ -45,14 +45,17 @@ def reliability_diagram(before: dict, after: dict, dest: Path, title: str = "tes
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
-    for table, name, style in ((before, "before", "o--"), (after, "after temperature", "s-")):
-        points = [(c, a) for c, a in zip(table["confidence"], table["accuracy"]) if c is not None]
-        ax.plot([c for c, _ in points], [a for _, a in points], style, label=f"{name} (ECE {table['ece']:.3f})")
+    largest = max(max(before["count"]), max(after["count"]), 1)
+    for table, name, style, marker in ((before, "before", "--", "o"), (after, "after temperature", "-", "s")):
+        points = [(c, a, n) for c, a, n in zip(table["confidence"], table["accuracy"], table["count"]) if c is not None]
+        line, = ax.plot([c for c, _, _ in points], [a for _, a, _ in points], style, linewidth=1, label=f"{name} (ECE {table['ece']:.3f})")
+        ax.scatter([c for c, _, _ in points], [a for _, a, _ in points], s=[12 + 250 * n / largest for _, _, n in points],
+                   marker=marker, color=line.get_color(), alpha=0.7)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("confidence (top class probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability ({title}, {before['bins']} bins)")
+    ax.set_title(f"Reliability ({title}, {before['bins']} bins; marker area: images in the bin)", fontsize=10)
     ax.legend(loc="upper left")
     save_figure(fig, dest)
 
