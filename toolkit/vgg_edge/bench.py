@@ -621,8 +621,8 @@ def summary_table(doc: dict, wide: bool = False):
 
     header, rows = summary_rows(doc) if wide else compact_rows(doc)
     threads = doc["config"]["threads"][0]
-    title = f"vgg-edge bench, {threads} threads (b: batch size"
-    title += "; x Keras: ratio to the run's Keras model, below 1 is faster)" if has_baseline(doc) else ")"
+    title = f"bench, {threads} threads (b: batch size"
+    title += "; x Keras: vs the run's Keras model, <1 is faster)" if has_baseline(doc) else ")"
     table = Table(title=title, caption=None if wide else "every column: --wide, or bench.md", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, collapse_padding=True)
     for i, column in enumerate(header):

@@ -196,7 +196,7 @@ PARITY_NOTE = {
 def parity_table(results, wide: bool = False) -> Table:
     """One row per exported artifact: the gate's verdict and the figures it was based on (compact unless `wide`)."""
     reference = {f"{r.parity['reference_accuracy']:.4f}" for r in results}
-    table = Table(title=f"parity with the Keras model (accuracy {', '.join(sorted(reference))} on the test split; the verdict also weighs val)")
+    table = Table(title=f"parity with Keras ({', '.join(sorted(reference))} on test; the verdict also weighs val)")
     names = [f"{r.format}-{r.precision}" for r in results]
     table.add_column("artifact", no_wrap=True, min_width=max(map(len, names)))
     table.add_column("status", no_wrap=True, min_width=8)
