@@ -539,8 +539,7 @@ def summary_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
             *(_fmt(measurement(t, 1, n)["latency_ms"]["p50"], ".2f") for n in threads[1:]),
         ])
     if not has_baseline(doc):  # every ratio would be "-": leave the columns out
-        keep = [i for i, column in enumerate(header) if not column.startswith("x Keras")]
-        header, rows = [header[i] for i in keep], [[row[i] for i in keep] for row in rows]
+        return _columns(header, rows, [c for c in header if not c.startswith("x Keras")])
     return header, rows
 
 
@@ -548,27 +547,20 @@ def compact_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     """The terminal's default table: the columns a choice is made on, in 80 columns for the usual names.
 
     Target (and run, with several), device, parity gate, accuracy, median latency at the first batch
-    size, throughput at the largest, and the latency ratio to Keras when there is a baseline. The
-    runtime follows from the target's format; `summary_rows` (--wide, bench.md) has every column.
+    size, throughput at the largest, and the latency ratio to Keras when there is a baseline: a
+    selection of `summary_rows` (--wide, bench.md), which has every column. The runtime follows
+    from the target's format.
     """
     batches = doc["config"]["batch_sizes"]
-    threads = doc["config"]["threads"]
-    several_runs = len({t["run"] for t in doc["targets"]}) > 1
-    baseline = has_baseline(doc)
-    header = [*(["run"] if several_runs else []), "target", "device", "gate", "accuracy", f"p50 ms b{batches[0]}",
-              f"img/s b{batches[-1]}", *(["x Keras p50"] if baseline else [])]
-    rows = []
-    for t in doc["targets"]:
-        if t["status"] != "ok":
-            continue
-        first = measurement(t, batches[0], threads[0])
-        last = measurement(t, batches[-1], threads[0])
-        rows.append([
-            *([Path(t["run"]).name] if several_runs else []), t["name"], t["device"], t["parity_status"] or "-",
-            _fmt(t["accuracy"], ".4f"), _fmt(first["latency_ms"]["p50"], ".2f"), _fmt(last["throughput_ips"], ".1f"),
-            *([_fmt((first["vs_keras"] or {}).get("latency_p50"), ".2f")] if baseline else []),
-        ])
-    return header, rows
+    header, rows = summary_rows(doc)
+    wanted = ["run", "target", "device", "gate", "accuracy", f"p50 ms b{batches[0]}", f"img/s b{batches[-1]}", "x Keras p50"]
+    return _columns(header, rows, [c for c in wanted if c in header])
+
+
+def _columns(header: list[str], rows: list[list[str]], keep: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The table cut down to the columns named in `keep`, in that order."""
+    index = [header.index(c) for c in keep]
+    return keep, [[row[i] for i in index] for row in rows]
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
