@@ -95,7 +95,7 @@ def reference_artifact(run: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from vgg_edge.export.manifest import write
+    from vgg_edge.manifest import write
     from vgg_edge.metrics import classification_metrics
     from vgg_edge.runtime import load_artifact
 

@@ -41,7 +41,7 @@ def main() -> None:
     from vgg_edge.metrics import classification_metrics
     from vgg_edge.model import build_model, split_at
     from vgg_edge.run import RunDir
-    from vgg_edge.training import batched_predict
+    from vgg_edge.model import batched_predict
     from vgg_edge.weights import resolve_weights
 
     started = time.perf_counter()

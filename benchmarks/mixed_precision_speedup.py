@@ -23,7 +23,8 @@ def main() -> None:
 
     from vgg_edge.bench import environment
     from vgg_edge.model import build_model, cut_layer_name, set_trainable, split_at
-    from vgg_edge.training import MIXED_POLICIES, batched_predict, dtype_policy
+    from vgg_edge.model import batched_predict
+    from vgg_edge.training import MIXED_POLICIES, dtype_policy
     from vgg_edge.weights import resolve_weights
 
     labels, x, y = train_sample(args.data, args.image_size, args.images)

@@ -21,7 +21,7 @@ def main(run_dir: str, targets: list[str]) -> None:
     from vgg_edge.decision import DecisionRule, choose_threshold, parse_target
     from vgg_edge.metrics import classification_metrics
     from vgg_edge.run import RunDir
-    from vgg_edge.training import batched_predict
+    from vgg_edge.model import batched_predict
 
     run = RunDir.open(run_dir)
     model = run.load_model()

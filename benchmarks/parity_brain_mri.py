@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
 
-from vgg_edge.export import EXPORTERS, PRECISIONS, ExportJob
+from vgg_edge.export import PRECISIONS, ExportJob
 from vgg_edge.export.pipeline import DEFAULT_CALIBRATION_SIZE
-from vgg_edge.export.manifest import tool_versions
+from vgg_edge.formats import FORMATS
+from vgg_edge.manifest import tool_versions
 from vgg_edge.fileio import write_bytes, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--calibration-size", type=int, default=None, help=f"int8 calibration images (default {DEFAULT_CALIBRATION_SIZE})")
     parser.add_argument("--max-drop", type=float, default=1.0)
     parser.add_argument("--require-proof", action="store_true", help="unproven counts as rejected: every fallback, the ranked one included, is tried")
-    parser.add_argument("--formats", default=",".join(EXPORTERS))
+    parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--name", default="parity_brain_mri_128")
     args = parser.parse_args()

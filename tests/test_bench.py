@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from vgg_edge.bench import BenchConfig, compare, discover, latency_stats, load_bench, make_batches, parse_ints, regressions, run_bench
-from vgg_edge.cli import app
+from vgg_edge.bench import BenchConfig, compare, discover, load_bench, regressions, run_bench
+from vgg_edge.bench.worker import latency_stats, make_batches
+from vgg_edge.cli import app, parse_ints
 from vgg_edge.errors import VggEdgeError
-from vgg_edge.runtime import read_manifest
+from vgg_edge.manifest import read as read_manifest
 
 FORMATS = ("onnx", "tflite", "openvino")
 TINY = ["--batch-sizes", "1,3", "--threads", "2,1", "--min-runs", "3", "--min-seconds", "0", "--warmup-runs", "1", "--warmup-seconds", "0", "--images", "5"]
@@ -170,8 +171,16 @@ def test_batches_cycle_the_image_pool_and_stats_are_in_ms():
     assert [len(b) for b in make_batches(pool, 8)] == [8]  # a pool smaller than the batch is tiled
     stats = latency_stats(np.array([0.001, 0.002, 0.003, 0.004]))
     assert stats["p50"] == pytest.approx(2.5) and stats["max"] == pytest.approx(4.0) and stats["mean"] == pytest.approx(2.5)
-    cores = BenchConfig().thread_counts()
-    assert cores[0] >= 1 and cores[-1] == 1 and len(set(cores)) == len(cores)
+
+
+def test_thread_counts_are_all_cores_then_one_without_repeats(monkeypatch):
+    import vgg_edge.bench.runner as runner
+
+    monkeypatch.setattr(runner, "available_cores", lambda: 4)
+    assert BenchConfig().thread_counts() == (4, 1)
+    monkeypatch.setattr(runner, "available_cores", lambda: 1)
+    assert BenchConfig().thread_counts() == (1,)  # one core: the thread sweep would repeat the batch sweep
+    assert BenchConfig(threads=(4, 4, 1)).thread_counts() == (4, 1)
 
 
 # ----------------------------------------------------------------------------------- output, from saved bench.json files
@@ -208,7 +217,7 @@ def test_saved_bench_files_are_there():
 @pytest.mark.parametrize("path", SAVED, ids=lambda p: p.parent.name)
 def test_compact_table_fits_the_terminal_and_cuts_no_cell(path: Path, width: int):
     from vgg_edge.ui import render_table
-    from vgg_edge.bench import compact_rows, summary_table
+    from vgg_edge.bench.report import compact_rows, summary_table
 
     doc = load_bench(path)
     text = render_table(summary_table(doc), width)
@@ -227,7 +236,7 @@ def test_compact_table_fits_the_terminal_and_cuts_no_cell(path: Path, width: int
 @pytest.mark.parametrize("path", SAVED, ids=lambda p: p.parent.name)
 def test_wide_table_has_every_column_and_cuts_no_cell(path: Path, width: int):
     from vgg_edge.ui import render_table
-    from vgg_edge.bench import summary_rows, summary_table
+    from vgg_edge.bench.report import summary_rows, summary_table
 
     doc = load_bench(path)
     text = render_table(summary_table(doc, wide=True), width)
@@ -260,7 +269,7 @@ def test_the_identity_columns_never_wrap_or_shrink():
 
 def test_without_a_baseline_the_tables_drop_the_keras_ratios():
     from vgg_edge.ui import render_table
-    from vgg_edge.bench import compact_rows, has_baseline, summary_rows, summary_table, to_markdown
+    from vgg_edge.bench.report import compact_rows, has_baseline, summary_rows, summary_table, to_markdown
 
     doc = _no_baseline(load_bench(SAVED[0]))
     assert not has_baseline(doc) and has_baseline(load_bench(SAVED[0]))
@@ -348,6 +357,7 @@ def test_bench_cli_reports_only_what_it_times_on_one_line_each(tmp_path: Path, m
     from dataclasses import fields
 
     import vgg_edge.bench as bench
+    import vgg_edge.bench.runner as runner
     from vgg_edge.bench import Target
 
     saved = load_bench(RESULTS / "bench_brain_mri_128" / "bench.json")
@@ -365,11 +375,11 @@ def test_bench_cli_reports_only_what_it_times_on_one_line_each(tmp_path: Path, m
     def describe(target):
         return {**rows[target.key], "status": "ok", "reason": None, "cold_start": None, "peak_rss_mb": None, "measurements": []}
 
-    monkeypatch.setattr(bench, "discover", lambda paths, baseline=True: targets)
-    monkeypatch.setattr(bench, "_image_pools", lambda targets, limit, scratch: {(t.run, t.image_size): "unused.npy" for t in targets})
-    monkeypatch.setattr(bench, "absent_runtimes", lambda targets, scratch: dict(skipped))
-    monkeypatch.setattr(bench, "_describe", describe)
-    monkeypatch.setattr(bench, "_spawn", spawn)
+    monkeypatch.setattr(bench, "discover", lambda paths, baseline=True: targets)  # the CLI's import, from the package
+    monkeypatch.setattr(runner, "_image_pools", lambda targets, limit, scratch: {(t.run, t.image_size): "unused.npy" for t in targets})
+    monkeypatch.setattr(runner, "absent_runtimes", lambda targets, scratch: dict(skipped))
+    monkeypatch.setattr(runner, "_describe", describe)
+    monkeypatch.setattr(runner, "_spawn", spawn)
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, ["bench", str(tmp_path), "--batch-sizes", "1,8", "--threads", "2,1", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vgg_edge.export import EXPORTERS, ExportJob
+from vgg_edge.export import ExportJob
+from vgg_edge.formats import FORMATS
 from vgg_edge.export.base import Attempt, Exporter, SourceModel
 from vgg_edge.export.calibration import CalibrationReader
 from vgg_edge.export.diagnose import EXACT_DB, Diagnosis, diagnose, keras_layer, sqnr_db, weighted_layers
@@ -41,8 +42,8 @@ def diagnosed(trained_run, tmp_path_factory) -> Diagnosed:
         reader = CalibrationReader(job.calibration)
         images = job.test[0][:IMAGES].astype(np.float32)
         artifacts = {}
-        for fmt, exporter_type in EXPORTERS.items():
-            exporter = exporter_type()
+        for fmt, spec in FORMATS.items():
+            exporter = spec.make_exporter()
             exporter.convert(job.source, out / fmt, "int8", reader, exporter.int8_attempts(MAX_DROP)[0])
             artifacts[fmt] = (exporter, out / fmt)
         yield Diagnosed(job.source, reader, images, artifacts, diagnose(artifacts, job.source, images, "test"))
@@ -59,7 +60,7 @@ def test_sqnr_and_ranking_by_hand():
     assert keras_layer("StatefulPartitionedCall_1:0", ["predictions"]) is None
 
 
-@pytest.mark.parametrize("fmt", list(EXPORTERS))
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_layer_errors_name_every_weighted_keras_layer_in_model_order(diagnosed, fmt):
     errors = diagnosed.diagnosis.sqnr_db[fmt]
     assert list(errors) == weighted_layers(diagnosed.source.model)
@@ -67,7 +68,7 @@ def test_layer_errors_name_every_weighted_keras_layer_in_model_order(diagnosed, 
     assert all(math.isfinite(db) and 0 < db < EXACT_DB for db in errors.values()), errors
 
 
-@pytest.mark.parametrize("fmt", list(EXPORTERS))
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_error_accumulates_along_depth(diagnosed, fmt):
     """Each model runs end to end: the deep layers carry all the noise before them (softmax squashes
     some of it back out, so 'predictions' is compared with the first convolution only)."""
@@ -78,7 +79,7 @@ def test_error_accumulates_along_depth(diagnosed, fmt):
     assert np.mean(convs[-3:]) < np.mean(convs[:3])
 
 
-@pytest.mark.parametrize("fmt", list(EXPORTERS))
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_float_layers_leave_the_top_ranked_layer_in_float(diagnosed, tmp_path, fmt):
     exporter, plain = diagnosed.artifacts[fmt]
     layer = diagnosed.diagnosis.ranking(fmt)[0]
@@ -145,7 +146,7 @@ def test_diagnosis_writes_json_table_and_plot(diagnosed, tmp_path):
     assert sorted(p.name for p in written.iterdir()) == ["diagnosis.json", "diagnosis.md", "diagnosis.png"]
     assert json.loads((written / "diagnosis.json").read_text()) == json.loads(json.dumps(found.record()))
     table = (written / "diagnosis.md").read_text().splitlines()
-    assert table[2] == "| layer | " + " | ".join(EXPORTERS) + " |"
+    assert table[2] == "| layer | " + " | ".join(FORMATS) + " |"
     rows = [line for line in table if line.startswith("| ") and not line.startswith("| layer")]
     assert [row.split(" | ")[0][2:] for row in rows] == weighted_layers(diagnosed.source.model)
     assert (written / "diagnosis.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

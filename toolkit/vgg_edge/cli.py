@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import VggEdgeError
+from .errors import VggEdgeError, check_range
 from .ui import console, print_table
 
 app = typer.Typer(
@@ -49,6 +49,13 @@ def _options(
         quiet_native_output(cache_dir() / "logs" / f"{ctx.invoked_subcommand}.log")
 
 
+def _import_defaults():
+    """ImportConfig's defaults for the options that have them (the required fields get placeholders)."""
+    from .importing import ImportConfig
+
+    return ImportConfig(model=Path(), data=Path(), preprocess="scale")
+
+
 def _train_defaults():
     """TrainConfig's own defaults, so the CLI never states them a second time."""
     from .model import AugmentConfig, HeadConfig
@@ -58,30 +65,32 @@ def _train_defaults():
 
 
 _T, _HEAD, _AUG = _train_defaults()
+from .export.pipeline import DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_DROP  # noqa: E402  (no converter is imported until a command runs)
+_IMPORT = _import_defaults()
 
 
 @app.command(short_help="Train VGG16 on a folder of labelled images.")
 def train(
     data: Optional[Path] = typer.Option(None, "--data", help="Folder with one sub-folder per class, or train/ [val/] test/ splits. Omitted: the built-in scikit-learn 8x8 digits (not MNIST)."),
     out: Path = typer.Option(_T.out, "--out", help="Run directory to write (replaced atomically)."),
-    image_size: int = typer.Option(_T.image_size, "--image-size", min=32, help="Square input size in pixels (128 is common for MRI)."),
-    epochs: int = typer.Option(_T.epochs, "--epochs", min=0, help="Epochs of phase 1: the head on the frozen base."),
-    fine_tune_epochs: int = typer.Option(_T.fine_tune_epochs, "--fine-tune-epochs", min=0, help="Epochs of phase 2: fine-tuning."),
-    fine_tune_blocks: int = typer.Option(_T.fine_tune_blocks, "--fine-tune-blocks", min=0, max=5, help="Last VGG16 blocks to unfreeze in phase 2 (0: skip it)."),
+    image_size: int = typer.Option(_T.image_size, "--image-size", help="Square input size in pixels (128 is common for MRI)."),
+    epochs: int = typer.Option(_T.epochs, "--epochs", help="Epochs of phase 1: the head on the frozen base."),
+    fine_tune_epochs: int = typer.Option(_T.fine_tune_epochs, "--fine-tune-epochs", help="Epochs of phase 2: fine-tuning."),
+    fine_tune_blocks: int = typer.Option(_T.fine_tune_blocks, "--fine-tune-blocks", help="Last VGG16 blocks to unfreeze in phase 2 (0: skip it)."),
     weights: str = typer.Option(_T.weights, "--weights", help="imagenet ($VGG_EDGE_WEIGHTS, Keras cache, then download), a .h5 path, or none."),
-    batch_size: int = typer.Option(_T.batch_size, "--batch-size", min=1),
+    batch_size: int = typer.Option(_T.batch_size, "--batch-size"),
     learning_rate: float = typer.Option(_T.learning_rate, "--lr", help="Adam learning rate of phase 1."),
     fine_tune_learning_rate: float = typer.Option(_T.fine_tune_learning_rate, "--fine-tune-lr", help="Adam learning rate of phase 2."),
     pooling: str = typer.Option(_HEAD.pooling, "--pooling", help="Head pooling: gap or flatten."),
-    dense_units: int = typer.Option(_HEAD.dense_units, "--dense", min=1, help="Units of the head's dense layer."),
-    dropout: float = typer.Option(_HEAD.dropout, "--dropout", min=0.0, max=0.95),
+    dense_units: int = typer.Option(_HEAD.dense_units, "--dense", help="Units of the head's dense layer."),
+    dropout: float = typer.Option(_HEAD.dropout, "--dropout"),
     augment: str = typer.Option(_T.augment, "--augment", help="cached: augmented views through the frozen base once (epochs as fast as without); online: fresh augmentation every epoch (runs VGG16 every epoch); off."),
-    views: int = typer.Option(_T.views, "--views", min=1, help="cached augmentation: versions of each training image (the original and views-1 augmented)."),
+    views: int = typer.Option(_T.views, "--views", help="cached augmentation: versions of each training image (the original and views-1 augmented)."),
     flip: bool = typer.Option(_AUG.flip, "--flip/--no-flip", help="Horizontal flips among the augmentations (off for images whose sides differ, e.g. digits)."),
-    val_fraction: float = typer.Option(_T.val_fraction, "--val-fraction", min=0.0, max=0.5),
-    test_fraction: float = typer.Option(_T.test_fraction, "--test-fraction", min=0.01, max=0.5),
+    val_fraction: float = typer.Option(_T.val_fraction, "--val-fraction"),
+    test_fraction: float = typer.Option(_T.test_fraction, "--test-fraction"),
     seed: int = typer.Option(_T.seed, "--seed"),
-    patience: int = typer.Option(_T.patience, "--patience", min=1, help="Early-stopping patience in epochs."),
+    patience: int = typer.Option(_T.patience, "--patience", help="Early-stopping patience in epochs."),
     class_weights: bool = typer.Option(_T.class_weights, "--class-weights/--no-class-weights"),
     mixed_precision: str = typer.Option(_T.mixed_precision, "--mixed-precision", help="auto (bfloat16 where the CPU has AMX or AVX512-BF16: about 2x faster fine-tuning, measured), off, or bfloat16; the saved model is float32 either way."),
     calibrate: bool = typer.Option(_T.calibrate, "--calibrate/--no-calibrate", help="Fit a temperature on val and fold it into the model (calibrated probabilities, same decisions)."),
@@ -119,17 +128,44 @@ def train(
     console.print(f"next: vgg-edge export {result.run} --format all --int8   (curves, confusion matrix and reliability PNGs are in {result.run})")
 
 
+@app.command("import", short_help="Make a Keras model trained elsewhere (.h5, .keras) into a run.")
+def import_(
+    model: Path = typer.Argument(..., help="The Keras model file (.keras, or a legacy .h5 as the seed notebooks save)."),
+    data: Path = typer.Option(..., "--data", help="The labelled folder (one sub-folder per class, or train/ [val/] test/): its test split proves parity."),
+    preprocess: str = typer.Option(..., "--preprocess", help="What the model expects done to 0-255 RGB pixels: scale (x/255, as the seed notebooks), vgg16 (keras.applications.vgg16.preprocess_input) or none. Baked into the run's model."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (default runs/<model file name>)."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="The class names in the model's output order, comma-separated (default: the class folders, sorted, as Keras' folder loaders number them)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Only for models that accept any input size: the size they were trained at."),
+    val_fraction: float = typer.Option(_IMPORT.val_fraction, "--val-fraction"),
+    test_fraction: float = typer.Option(_IMPORT.test_fraction, "--test-fraction"),
+    seed: int = typer.Option(_IMPORT.seed, "--seed"),
+) -> None:
+    """Make a Keras model trained elsewhere into a run directory that export, bench and predict take."""
+    from .importing import ImportConfig, import_model
+
+    config = ImportConfig(
+        model=model, data=data, preprocess=preprocess, out=out, labels=[v.strip() for v in labels.split(",")] if labels else None,
+        image_size=image_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+    )
+    result = import_model(config)
+    sizes = "  ".join(f"{split} {sum(c.values())}" for split, c in result.report["counts"].items())
+    console.print(f"[green]imported[/] {result.run}  ({sizes} images; preprocessing {config.preprocess} in the graph)", soft_wrap=True)
+    print_table(metrics_table(result.metrics, "test split"))
+    console.print("[yellow]note:[/] the test split is this folder's: if the model was trained on some of these images, its accuracy is optimistic (parity is not affected)", soft_wrap=True)
+    console.print(f"next: vgg-edge export {result.run} --format all --int8", soft_wrap=True)
+
+
 @app.command(short_help="Recompute a run's test-split metrics.")
 def evaluate(run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`.")) -> None:
     """Recompute a run's metrics on its recorded test split."""
-    from .fileio import read_json
+    from .run import RunDir
     from .training import evaluate_run
 
     metrics = evaluate_run(run)
     print_table(metrics_table(metrics, f"{run} test split"))
     if "operating_point" in metrics:
         print_table(metrics_table(metrics["operating_point"]["metrics"], f"{run} test split at the operating point"))
-    recorded_doc = read_json(run / "metrics.json")
+    recorded_doc = RunDir.open(run).metrics
     recorded = recorded_doc.get("accuracy")
     same = recorded is not None and abs(recorded - metrics["accuracy"]) < 1e-9
     if "operating_point" in metrics:
@@ -144,21 +180,22 @@ def export(
     precision: str = typer.Option("fp32", "--precision", help="fp32, fp16, dynamic (int8 weights, float activations), int8 (calibrated, full integer), or all."),
     int8: bool = typer.Option(False, "--int8", help="Shorthand for --precision int8."),
     fp16: bool = typer.Option(False, "--fp16", help="Shorthand for --precision fp16."),
-    max_drop: float = typer.Option(1.0, "--max-drop", min=0.0, help="dynamic/int8 gate: the non-inferiority margin, in percentage points, for accuracy and each class's sensitivity."),
+    max_drop: float = typer.Option(DEFAULT_MAX_DROP, "--max-drop", help="dynamic/int8 gate: the non-inferiority margin, in percentage points, for accuracy and each class's sensitivity."),
     require_proof: bool = typer.Option(False, "--require-proof", help="Reject an export whose test and val splits are too small to show it within --max-drop (default: publish it marked unproven)."),
     diagnose: bool = typer.Option(False, "--diagnose", help="int8: compare every layer's output with the float model (SQNR), written to <out>/diagnosis/; automatic when an int8 attempt is rejected or shows a drop."),
-    calibration_size: Optional[int] = typer.Option(None, "--calibration-size", min=1, help="int8: train-split images to calibrate on, stratified by class (default 200)."),
+    calibration_size: Optional[int] = typer.Option(None, "--calibration-size", help=f"int8: train-split images to calibrate on, stratified by class (default {DEFAULT_CALIBRATION_SIZE})."),
     calibration_seed: int = typer.Option(0, "--calibration-seed", help="int8: seed of the calibration sample."),
     out: Optional[Path] = typer.Option(None, "--out", help="Artifact folder (default exported/<run>/<format>-<precision>/); with several formats or precisions, their parent folder."),
     wide: bool = typer.Option(False, "--wide", help="All columns in the parity table (size, conversion time, max |dp|, attempts); the manifests hold everything."),
 ) -> None:
     """Convert a run, prove parity with the Keras model on its recorded splits, or refuse (exit 1)."""
-    from .export import EXPORTERS, PRECISIONS, export_many, export_run
+    from .export import PRECISIONS, export_many, export_run
+    from .formats import FORMATS
 
     if int8 and fp16:
         raise VggEdgeError("--int8 and --fp16: pick one precision")
     precision = "int8" if int8 else "fp16" if fp16 else precision
-    formats = list(EXPORTERS) if format == "all" else [format]
+    formats = list(FORMATS) if format == "all" else [format]
     precisions = list(PRECISIONS) if precision == "all" else [precision]
     options = {
         "out": out, "max_drop": max_drop, "calibration_size": calibration_size, "calibration_seed": calibration_seed,
@@ -218,12 +255,13 @@ def parity_table(results, wide: bool = False) -> Table:
 def predict(
     artifact: Path = typer.Argument(..., help="Artifact folder written by `vgg-edge export` (holds manifest.json)."),
     paths: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, DICOM, ...) and folders of them."),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="How many labels to show per image, most probable first."),
+    top_k: int = typer.Option(1, "--top-k", help="How many labels to show per image, most probable first."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout instead of a table."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV on stdout instead of a table."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Runtime threads (default: the runtime's own choice)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own choice)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
     allow_rejected: bool = typer.Option(False, "--allow-rejected", help="Also run an artifact that failed its parity gate."),
+    device: str = typer.Option("CPU", "--device", help="Where the runtime runs it: CPU, or CUDA / TensorRT (ONNX), GPU (OpenVINO)."),
 ) -> None:
     """Classify images with an exported model, without TensorFlow. Exit status 1 if any input could not be read."""
     import csv
@@ -233,7 +271,7 @@ def predict(
 
     if as_json and as_csv:
         raise VggEdgeError("--json and --csv: choose one output format")
-    predictor = load_artifact(artifact, threads=threads, allow_rejected=allow_rejected)
+    predictor = load_artifact(artifact, threads=threads, device=device, allow_rejected=allow_rejected)
     if predictor.info.status != "accepted":
         console.print(f"[yellow]{predictor.info.status}:[/] {escape(str(predictor.info.path))} {PARITY_NOTE[predictor.info.status]}", soft_wrap=True)
     files, failures, skipped = expand_inputs(paths)
@@ -278,27 +316,65 @@ def predict(
         raise typer.Exit(1)
 
 
+def _bench_defaults():
+    """BenchConfig's own defaults, so the CLI never states them a second time."""
+    from .bench import BenchConfig
+
+    return BenchConfig()
+
+
+_BENCH = _bench_defaults()
+
+
+def _join_ints(values: tuple[int, ...]) -> str:
+    """(1, 8, 32) -> '1,8,32', as --batch-sizes and --threads take them."""
+    return ",".join(map(str, values))
+
+
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    """'1,8,32' -> (1, 8, 32); anything else is a one-line error naming the option."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise VggEdgeError(f"{option} {text!r}: expected positive integers separated by commas, e.g. 1,8,32")
+    return values
+
+
+def command_line(paths: list[Path], config, out: Path, baseline: bool = True) -> str:
+    """The `vgg-edge bench` command that repeats the measurement of `config` (a BenchConfig), every setting spelled out."""
+    import shlex
+
+    args = ["vgg-edge", "bench", *map(str, paths), "--batch-sizes", _join_ints(config.batch_sizes), "--threads", _join_ints(config.thread_counts()),
+            "--min-runs", str(config.min_runs), "--min-seconds", f"{config.min_seconds:g}", "--warmup-runs", str(config.warmup_runs),
+            "--warmup-seconds", f"{config.warmup_seconds:g}", "--images", str(config.images), *([] if baseline else ["--no-baseline"]), "--out", str(out)]
+    return shlex.join(args)
+
+
 @app.command(short_help="Time every export in every runtime.")
 def bench(
     paths: list[Path] = typer.Argument(..., help="exported/<run> (every artifact in it), artifact folders, and/or run directories (their Keras model is the baseline)."),
-    batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Batch sizes of the throughput sweep, comma-separated."),
+    batch_sizes: str = typer.Option(_join_ints(_BENCH.batch_sizes), "--batch-sizes", help="Batch sizes of the throughput sweep, comma-separated."),
     threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts, comma-separated; the first gets the batch sweep, the rest batch 1 (default: all cores, then 1)."),
-    min_runs: int = typer.Option(20, "--min-runs", min=1, help="Timed calls per batch size, at least."),
-    min_seconds: float = typer.Option(2.0, "--min-seconds", min=0.0, help="Timed seconds per batch size, at least."),
-    warmup_runs: int = typer.Option(3, "--warmup-runs", min=0),
-    warmup_seconds: float = typer.Option(1.0, "--warmup-seconds", min=0.0),
-    images: int = typer.Option(64, "--images", min=1, help="Test-split images used as inputs."),
+    min_runs: int = typer.Option(_BENCH.min_runs, "--min-runs", help="Timed calls per batch size, at least."),
+    min_seconds: float = typer.Option(_BENCH.min_seconds, "--min-seconds", help="Timed seconds per batch size, at least."),
+    warmup_runs: int = typer.Option(_BENCH.warmup_runs, "--warmup-runs"),
+    warmup_seconds: float = typer.Option(_BENCH.warmup_seconds, "--warmup-seconds"),
+    images: int = typer.Option(_BENCH.images, "--images", help="Test-split images used as inputs."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Time each source run's Keras model (tf.function) as the baseline of the ratios."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json/csv/md and the plots (default: exported/<run>/bench)."),
     compare_with: Optional[Path] = typer.Option(None, "--compare", help="An earlier bench.json: print new/old ratios of median latency and throughput."),
-    fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", min=1.0, help="With --compare: exit 1 if a median latency grew by more than this ratio (1.10: 10%)."),
+    fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", help="With --compare: exit 1 if a median latency grew by more than this ratio (1.10: 10%)."),
     wide: bool = typer.Option(False, "--wide", help="Print every column (p90/p99, size, cold start, RSS, each batch size and thread count, as in bench.md; about 150-200 characters wide) instead of the 80-column summary."),
 ) -> None:
     """Latency percentiles and throughput of every export in every runtime, beside its accuracy; each runtime in its own process."""
-    from .bench import BenchConfig, command_line, compare, discover, load_bench, output_files, parse_ints, regressions, run_bench, summary_table, unmeasured
+    from .bench import BenchConfig, compare, discover, load_bench, output_files, regressions, run_bench, summary_table, unmeasured
 
     if fail_if_slower is not None and compare_with is None:
         raise VggEdgeError("--fail-if-slower needs --compare OLD.json (the bench.json to compare against)")
+    if fail_if_slower is not None:
+        check_range("--fail-if-slower", fail_if_slower, 1.0)
     old = load_bench(compare_with) if compare_with else None
     config = BenchConfig(
         batch_sizes=parse_ints(batch_sizes, "--batch-sizes"), threads=parse_ints(threads, "--threads") if threads else (),

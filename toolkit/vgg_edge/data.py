@@ -23,6 +23,10 @@ from .fileio import read_json, sha256_file, write_json
 from .images import ImageReadError, LoadedImages, find_images, read_images
 
 SPLITS = ("train", "val", "test")
+#: How a folder without val/ or test/ sub-folders is split (train and import both default to these).
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15
+SEED = 42
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test", "testing": "test"}
 #: Priority when the same bytes appear in several splits: the copy in the stronger split stays.
 _KEEP_ORDER = {"test": 0, "val": 1, "train": 2}
@@ -80,7 +84,7 @@ class SplitManifest:
             raise VggEdgeError(f"{path}: not a vgg-edge split manifest (missing {exc}); re-run `vgg-edge train`") from None
 
 
-def plan_split(root: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 42) -> SplitManifest:
+def plan_split(root: Path, val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION, seed: int = SEED) -> SplitManifest:
     """Discover, validate, hash, de-duplicate and split the images under `root` (no decoding yet)."""
     root = Path(root)
     if not root.is_dir():

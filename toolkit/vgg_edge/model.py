@@ -20,14 +20,56 @@ from pathlib import Path
 
 import numpy as np
 
+from .ui import progress
+
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 BLOCKS = 5
 PREPROCESS_LAYER = "vgg16_preprocess"
+#: The input preprocessings a model can have in its graph (`vgg-edge import --preprocess` names one);
+#: every model this product ships takes raw RGB 0-255 pixels and does its preprocessing itself.
+PREPROCESSING = {
+    "vgg16": "keras.applications.vgg16.preprocess_input (caffe mode): RGB->BGR, minus the ImageNet BGR mean "
+             f"{list(IMAGENET_BGR_MEAN)}",
+    "scale": "x / 255 (the seed notebooks' ImageDataGenerator(rescale=1./255))",
+    "none": "none: the model was trained on raw 0-255 RGB pixels",
+}
+
+
+def preprocessing_record(mode: str) -> dict:
+    """What an artifact's manifest says about its inputs: preprocessing in the graph, the device only decodes and resizes."""
+    return {
+        "in_graph": True, "mode": mode, "what": PREPROCESSING[mode],
+        "device_does": "decode to RGB uint8 and resize to the input size (vgg_edge.images.read_image); no scaling, no mean",
+    }
+
+
+def preprocess_layer(mode: str):
+    """The fixed Keras layer that does `mode`'s preprocessing (PREPROCESSING) on raw 0-255 RGB, inside the graph.
+
+    vgg16 is a 1x1 convolution (RGB->BGR and minus the mean in one op, which every converter and
+    int8 quantizer handles); scale is a Rescaling by 1/255; none is an identity.
+    """
+    import keras
+
+    if mode == "scale":
+        return keras.layers.Rescaling(1.0 / 255.0, name="scale_preprocess")
+    if mode == "none":
+        return keras.layers.Identity(name="no_preprocess")
+    preprocess = keras.layers.Conv2D(3, 1, name=PREPROCESS_LAYER, trainable=False)
+    preprocess.build((None, None, None, 3))
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    for rgb in range(3):
+        kernel[0, 0, rgb, 2 - rgb] = 1.0
+    preprocess.set_weights([kernel, -np.array(IMAGENET_BGR_MEAN, np.float32)])
+    return preprocess
+
+
+POOLINGS = ("gap", "flatten")
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    pooling: str = "gap"  # "gap" (global average pooling) or "flatten"
+    pooling: str = "gap"  # one of POOLINGS: global average pooling or flatten
     dense_units: int = 256
     dropout: float = 0.5
 
@@ -50,12 +92,7 @@ def build_model(num_classes: int, image_size: int, weights: Path | None, head: H
     if image_size < 32:
         raise ValueError("VGG16 needs images of at least 32x32 pixels")
     inputs = keras.Input((image_size, image_size, 3), name="image", dtype="float32")
-    preprocess = keras.layers.Conv2D(3, 1, name=PREPROCESS_LAYER, trainable=False)
-    x = preprocess(inputs)
-    kernel = np.zeros((1, 1, 3, 3), np.float32)
-    for rgb in range(3):
-        kernel[0, 0, rgb, 2 - rgb] = 1.0
-    preprocess.set_weights([kernel, -np.array(IMAGENET_BGR_MEAN, np.float32)])
+    x = preprocess_layer("vgg16")(inputs)
 
     base = keras.applications.VGG16(include_top=False, weights=str(weights) if weights else None, input_shape=(image_size, image_size, 3))
     for layer in base.layers[1:]:
@@ -139,3 +176,21 @@ def _chain(layers: list, input_shape: tuple, name: str):
     for layer in layers:
         x = layer(x)
     return keras.Model(inputs, x, name=name)
+
+
+def batched_predict(model, x: np.ndarray, batch_size: int, description: str, transform=None) -> np.ndarray:
+    """Run `model` over `x` in batches with a progress bar (uint8 and float16 are cast to float32).
+
+    `transform`, a Keras model, is applied to each batch first in training mode (random augmentation).
+    """
+    outputs = []
+    with progress(description, len(x)) as advance:
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            batch = batch.astype(np.float32) if batch.dtype in (np.uint8, np.float16) else batch
+            if transform is not None:
+                batch = np.asarray(transform(batch, training=True))
+            out = model.predict_on_batch(batch)
+            outputs.append(np.asarray(out).astype(np.float32, copy=False))  # bfloat16 features under mixed precision
+            advance(len(batch))
+    return np.concatenate(outputs) if outputs else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)

@@ -1,9 +1,10 @@
 """The edge side: load an exported artifact through its manifest and run it, without TensorFlow.
 
 An artifact folder (written by `vgg-edge export`) holds the model file(s) and `manifest.json`.
-`load_artifact` trusts nothing else: it checks the manifest's schema, verifies every file's
-sha256 and size before a byte of the model is parsed, then opens the model in the runtime its
-format needs (onnxruntime, ai-edge-litert or openvino, imported only then). `Predictor.predict`
+`load_artifact` trusts nothing else: it reads the manifest through `manifest.read` (schema, every
+file's sha256 and size, before a byte of the model is parsed), then opens the model in the
+backend its format names (`formats.FORMATS`: onnxruntime, ai-edge-litert or openvino, imported
+only then) on the device asked for (CPU unless told otherwise). `Predictor.predict`
 takes raw RGB pixels decoded by `images.read_image` (the training pipeline's own decoder) and
 returns probabilities; `Predictor.classify` goes from file paths to labelled results, decided by
 the run's rule (argmax, or the operating point recorded at training: decision.py).
@@ -14,102 +15,17 @@ This module imports numpy and Pillow only; a test asserts TensorFlow is never im
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .decision import DecisionRule
-from .errors import VggEdgeError
-from .fileio import read_json, sha256_file
+from .backends import Backend
+from .errors import VggEdgeError, check_range
 from .images import IMAGE_SUFFIXES, find_images, read_image, read_images
-
-MANIFEST = "manifest.json"
-SCHEMA = "vgg-edge-artifact/1"
-FORMATS = ("tflite", "onnx", "openvino")
-
-
-@dataclass(frozen=True)
-class ArtifactInfo:
-    """What a manifest says about an artifact, checked against the files on disk."""
-
-    path: Path  # the artifact folder
-    format: str
-    precision: str
-    model_file: str
-    labels: list[str]
-    image_size: int
-    input: dict  # name, shape, dtype, layout, range, optional quantization {scale, zero_point}
-    output: dict  # name, shape, dtype, optional quantization
-    status: str  # the parity gate's verdict: "accepted", "unproven" (runs, marked) or "rejected"
-    manifest: dict
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / self.model_file
-
-    @property
-    def decision(self) -> DecisionRule:
-        """How probabilities become a label: argmax, or the operating point recorded at training."""
-        try:
-            return DecisionRule.from_record(self.labels, self.manifest.get("decision"))
-        except VggEdgeError as exc:
-            raise VggEdgeError(f"{self.path / MANIFEST}: {exc}; re-export the model") from None
-
-
-def read_manifest(artifact: str | os.PathLike, verify: bool = True) -> ArtifactInfo:
-    """Parse and check `manifest.json`; with `verify`, every listed file's size and sha256 too."""
-    folder = Path(artifact)
-    if folder.is_file():  # the manifest or the model file named instead of their folder
-        folder = folder.parent
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise VggEdgeError(f"{manifest_path}: no manifest; {_what_instead(folder)}")
-    doc = read_json(manifest_path)
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise VggEdgeError(f"{manifest_path}: not a {SCHEMA} manifest; re-export the model with this version of vgg-edge")
-    try:
-        info = ArtifactInfo(
-            path=folder, format=doc["format"], precision=doc["precision"], model_file=doc["model_file"],
-            labels=list(doc["labels"]), image_size=int(doc["input"]["shape"][1]), input=doc["input"],
-            output=doc["output"], status=doc.get("status", "accepted"), manifest=doc,
-        )
-        files = dict(doc["files"])
-        n_out = info.output["shape"][-1]
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
-        raise VggEdgeError(f"{manifest_path}: malformed manifest (bad or missing {exc}); re-export the model") from None
-    if info.format not in FORMATS:
-        raise VggEdgeError(f"{manifest_path}: unknown format {info.format!r}; expected one of {', '.join(FORMATS)}")
-    if n_out is not None and n_out != len(info.labels):
-        raise VggEdgeError(f"{manifest_path}: {len(info.labels)} labels but the model has {n_out} outputs; re-export the model")
-    if info.model_file not in files:
-        raise VggEdgeError(f"{manifest_path}: model file {info.model_file} is not listed under 'files'; re-export the model")
-    for name, meta in files.items():
-        path = folder / name
-        if Path(name).is_absolute() or ".." in Path(name).parts or not isinstance(meta, dict):
-            raise VggEdgeError(f"{manifest_path}: bad 'files' entry {name!r} (must be a name inside the artifact folder with its bytes and sha256); re-export the model")
-        if not verify:
-            continue
-        if not path.is_file():
-            raise VggEdgeError(f"{path}: named in the manifest but missing; copy the whole artifact folder again")
-        if path.stat().st_size != meta.get("bytes") or sha256_file(path) != meta.get("sha256"):
-            raise VggEdgeError(f"{path}: sha256 or size differs from the manifest (tampered or truncated); copy the artifact again")
-    return info
-
-
-def _what_instead(folder: Path) -> str:
-    """What a folder without a manifest is, and what to pass instead."""
-    inside = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []
-    if inside:
-        return f"it holds the artifacts {', '.join(inside)}: pass one of them, e.g. {folder / inside[0]}"
-    if (folder / "model.keras").is_file() and (folder / "split.json").is_file():
-        return f"it is a training run: export it first (vgg-edge export {folder} --format onnx), then pass the artifact folder"
-    if not folder.exists():
-        return "no such folder; pass an artifact folder written by `vgg-edge export` (e.g. exported/<run>/onnx-fp32)"
-    return "only folders written by `vgg-edge export` can be loaded (e.g. exported/<run>/onnx-fp32)"
-
+from . import manifest
+from .manifest import MANIFEST, ArtifactInfo
 
 @dataclass(frozen=True)
 class Prediction:
@@ -122,16 +38,12 @@ class Prediction:
     top: list[tuple[str, float]]
 
 
-@dataclass(frozen=True)
-class _Backend:
-    run: Callable[[np.ndarray], np.ndarray]  # model-dtype batch -> raw output batch
-    n_outputs: int | None  # the class count the runtime reports (None when the model leaves it dynamic)
-
-
 class Predictor:
     """An artifact opened in its runtime: `predict(pixels)` maps (n, s, s, 3) uint8 RGB to probabilities."""
 
     def __init__(self, info: ArtifactInfo, threads: int | None = None, device: str = "CPU"):
+        if threads is not None:
+            check_range("--threads", threads, 1)
         self.info = info
         backend = _open_backend(info, threads, device)
         if backend.n_outputs is not None and backend.n_outputs != len(info.labels):
@@ -169,6 +81,8 @@ class Predictor:
 
         Files are decoded a batch at a time, so a folder of any size runs in bounded memory.
         """
+        check_range("--top-k", top_k, 1)
+        check_range("--batch-size", batch_size, 1)
         results: list[Prediction] = []
         failures: dict[str, str] = {}
         for start in range(0, len(paths), batch_size):
@@ -178,14 +92,14 @@ class Predictor:
                 continue
             probs = self.predict(loaded.pixels)
             for path, p, k in zip(loaded.paths, probs, self._decide(probs)):
-                top = [(self.labels[i], float(p[i])) for i in np.argsort(-p, kind="stable")[:max(1, top_k)]]
+                top = [(self.labels[i], float(p[i])) for i in np.argsort(-p, kind="stable")[:top_k]]
                 results.append(Prediction(str(path), self.labels[k], float(p[k]), top))
         return results, failures
 
 
 def load_artifact(artifact: str | os.PathLike, threads: int | None = None, device: str = "CPU", allow_rejected: bool = False) -> Predictor:
     """Verify an artifact folder and open it in its runtime."""
-    info = read_manifest(artifact)
+    info = manifest.read(artifact)
     if info.status == "rejected" and not allow_rejected:
         raise VggEdgeError(f"{info.path}: this artifact failed its parity gate (rejected); use an accepted export")
     return Predictor(info, threads, device)
@@ -245,65 +159,15 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
-def _open_backend(info: ArtifactInfo, threads: int | None, device: str) -> _Backend:
+def _open_backend(info: ArtifactInfo, threads: int | None, device: str) -> Backend:
     """The artifact's model opened in the runtime its format needs (imported only now)."""
-    opener = {"onnx": _onnxruntime, "tflite": _litert, "openvino": _openvino}[info.format]
+    spec = info.spec
+    device = spec.check_device(device)
     try:
-        return opener(info.model_path, threads, device)
+        return spec.open(info.model_path, threads, device)
     except ImportError as exc:
         if _interrupted(exc):  # Ctrl-C inside the runtime's import surfaces as an ImportError: it is still Ctrl-C
             raise KeyboardInterrupt from None
-        raise VggEdgeError(f"{info.model_path}: needs the {info.format} runtime ({exc.name} is not installed); pip install 'vgg-edge[{info.format}]'") from None
+        raise VggEdgeError(f"{info.model_path}: needs the {info.format} runtime ({exc.name} is not installed); {spec.install_hint()}") from None
     except Exception as exc:  # each runtime has its own exception types for a corrupt or foreign model
-        raise VggEdgeError(f"{info.model_path}: the {info.format} runtime cannot load it ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-
-
-def _static(dim: Any) -> int | None:
-    return dim if isinstance(dim, int) and dim > 0 else None
-
-
-def _onnxruntime(model: Path, threads: int | None, device: str) -> _Backend:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.upper() == "GPU" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(model), options, providers=providers)
-    name = session.get_inputs()[0].name
-    return _Backend(lambda x: session.run(None, {name: x})[0], _static(session.get_outputs()[0].shape[-1]))
-
-
-def _litert(model: Path, threads: int | None, device: str) -> _Backend:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(model), num_threads=threads or None)
-    input_index = interpreter.get_input_details()[0]["index"]
-    output = interpreter.get_output_details()[0]
-    state: dict[str, Any] = {"batch": None}
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if state["batch"] != len(x):  # TFLite tensors have a fixed batch: resize, then re-allocate
-            interpreter.resize_tensor_input(input_index, list(x.shape))
-            interpreter.allocate_tensors()
-            state["batch"] = len(x)
-        interpreter.set_tensor(input_index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(output["index"]).copy()
-
-    return _Backend(run, _static(int(output["shape"][-1])))
-
-
-def _openvino(model: Path, threads: int | None, device: str) -> _Backend:
-    import openvino as ov
-
-    # On CPUs with bf16 units (AMX, AVX512-BF16) OpenVINO would otherwise run float layers in bf16
-    # (measured: max |dp| 2.6e-2 against Keras for an fp32 export); the artifact's precision is the promise.
-    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"} if device.upper() == "CPU" else {}
-    if threads and device.upper() == "CPU":
-        config["INFERENCE_NUM_THREADS"] = threads
-    compiled = ov.Core().compile_model(str(model), device.upper(), config)
-    request = compiled.create_infer_request()
-    classes = compiled.output(0).get_partial_shape()[-1]
-    return _Backend(lambda x: request.infer({0: x})[compiled.output(0)], classes.get_length() if classes.is_static else None)
+        raise VggEdgeError(f"{info.model_path}: the {info.format} runtime cannot load it on {device} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

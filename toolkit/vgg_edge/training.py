@@ -45,13 +45,12 @@ import numpy as np
 from rich.markup import escape
 
 from . import plots, temperature
-from .data import SPLITS, SplitManifest, builtin_digits, drop_unreadable, label_counts, load_split, plan_split
+from .data import SEED, SPLITS, TEST_FRACTION, VAL_FRACTION, builtin_digits, drop_unreadable, label_counts, load_split, plan_split
 from .decision import DecisionRule, choose_threshold
-from .errors import VggEdgeError
-from .fileio import atomic_dir, atomic_path, write_json
+from .errors import VggEdgeError, check_range
 from .metrics import classification_metrics
-from .model import AugmentConfig, HeadConfig, augmenter, augmenting, build_model, cut_layer_name, set_trainable, split_at
-from .run import DECISION_FILE, RunDir
+from .model import BLOCKS, POOLINGS, AugmentConfig, HeadConfig, augmenter, augmenting, batched_predict, build_model, cut_layer_name, set_trainable, split_at
+from .run import RunContents, RunDir
 from .ui import console, progress
 from .weights import resolve_weights
 
@@ -76,9 +75,9 @@ class TrainConfig:
     augment: str = "cached"  # one of AUGMENT_MODES
     views: int = 4  # cached augmentation: versions of each training image (the original + views-1 augmented)
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
-    val_fraction: float = 0.15  # carved from train when there is no val/ folder
-    test_fraction: float = 0.15  # carved when there is no test/ folder
-    seed: int = 42
+    val_fraction: float = VAL_FRACTION  # carved from train when there is no val/ folder
+    test_fraction: float = TEST_FRACTION  # carved when there is no test/ folder
+    seed: int = SEED
     patience: int = 3
     class_weights: bool = False  # off: calibrated probabilities keep the real class frequencies; --target-sensitivity sets what a class needs
     mixed_precision: str = "auto"  # "auto", "off" or "bfloat16"
@@ -86,16 +85,21 @@ class TrainConfig:
     target_sensitivity: tuple[str, float] | None = None  # (class, fraction): the operating point, chosen on val
 
     def check(self) -> None:
-        """Refuse settings that cannot work, before any image is decoded."""
-        if self.mixed_precision not in ("auto", *MIXED_POLICIES):
-            raise VggEdgeError(f"mixed precision {self.mixed_precision!r}: use one of auto, {', '.join(MIXED_POLICIES)}")
-        if self.augment not in AUGMENT_MODES:
-            raise VggEdgeError(f"augment {self.augment!r}: use one of {', '.join(AUGMENT_MODES)}")
-        if self.views < 1:
-            raise VggEdgeError(f"views {self.views}: at least 1 (the original images)")
-        cut_layer_name(self.fine_tune_blocks)  # 0..5
-        if self.head.pooling not in ("gap", "flatten"):
-            raise VggEdgeError(f"pooling {self.head.pooling!r}: use gap or flatten")
+        """Refuse settings that cannot work, before any image is decoded; the one place train's options are
+        validated (the CLI passes them through), each message naming the option."""
+        for option, value, low, high in (
+            ("--image-size", self.image_size, 32, None), ("--epochs", self.epochs, 0, None), ("--fine-tune-epochs", self.fine_tune_epochs, 0, None),
+            ("--fine-tune-blocks", self.fine_tune_blocks, 0, BLOCKS), ("--batch-size", self.batch_size, 1, None),
+            ("--lr", self.learning_rate, 1e-8, 1.0), ("--fine-tune-lr", self.fine_tune_learning_rate, 1e-8, 1.0),
+            ("--dense", self.head.dense_units, 1, None), ("--dropout", self.head.dropout, 0.0, 0.95), ("--views", self.views, 1, None),
+            ("--val-fraction", self.val_fraction, 0.0, 0.5), ("--test-fraction", self.test_fraction, 0.01, 0.5), ("--patience", self.patience, 1, None),
+        ):
+            check_range(option, value, low, high)
+        choices = (("--mixed-precision", self.mixed_precision, ("auto", *MIXED_POLICIES)), ("--augment", self.augment, AUGMENT_MODES),
+                   ("--pooling", self.head.pooling, POOLINGS))
+        for option, value, allowed in choices:
+            if value not in allowed:
+                raise VggEdgeError(f"{option} {value}: use one of {', '.join(allowed)}")
 
 
 @dataclass
@@ -177,7 +181,8 @@ def train(config: TrainConfig) -> TrainResult:
     }
     config_doc = dataclasses.asdict(config) | {"data": manifest.data_root, "weights_file": str(weights) if weights else None}
     decision = {"rule": rule.record(), "temperature": calibration["temperature"]}
-    _write_run(Path(config.out), model, labels, config_doc, manifest, fit.history, metrics, report, decision, (test_before, test_after))
+    contents = RunContents(model, labels, config_doc, manifest, decision, metrics, fit.history, report)
+    RunDir.write(config.out, contents, _figures(fit.history, metrics, labels, (test_before, test_after)))
     return TrainResult(Path(config.out), metrics, report)
 
 
@@ -185,11 +190,9 @@ def resolve_mixed_precision(requested: str) -> tuple[str, str]:
     """`auto` becomes bfloat16 where the CPU computes it natively (AMX or AVX512-BF16), else off; with the reason."""
     if requested != "auto":
         return requested, "as requested"
-    flags = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
+    from .machine import cpu_flags
+
+    flags = cpu_flags()
     found = [f for f in BF16_CPU_FLAGS if f in flags]
     if found:
         return "bfloat16", f"auto: the CPU has {', '.join(found)}"
@@ -309,24 +312,6 @@ def _float32_copy(model, config: TrainConfig, num_classes: int):
     inference = build_model(num_classes, config.image_size, None, config.head)
     inference.set_weights(model.get_weights())
     return inference
-
-
-def batched_predict(model, x: np.ndarray, batch_size: int, description: str, transform=None) -> np.ndarray:
-    """Run `model` over `x` in batches with a progress bar (uint8 and float16 are cast to float32).
-
-    `transform`, a Keras model, is applied to each batch first in training mode (random augmentation).
-    """
-    outputs = []
-    with progress(description, len(x)) as advance:
-        for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size]
-            batch = batch.astype(np.float32) if batch.dtype in (np.uint8, np.float16) else batch
-            if transform is not None:
-                batch = np.asarray(transform(batch, training=True))
-            out = model.predict_on_batch(batch)
-            outputs.append(np.asarray(out).astype(np.float32, copy=False))  # bfloat16 features under mixed precision
-            advance(len(batch))
-    return np.concatenate(outputs) if outputs else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
 
 
 def evaluate_run(run_dir: Path, batch_size: int = 32) -> dict:
@@ -454,24 +439,18 @@ def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = N
     return Batches()
 
 
-def _write_run(out: Path, model, labels, config_doc, manifest: SplitManifest, history, metrics, report, decision: dict, reliability: tuple) -> None:
-    """Write every file of the run into a temporary folder, then swap it in whole."""
-    with atomic_dir(out) as tmp:
-        with atomic_path(tmp / "model.keras") as model_tmp:
-            model.save(model_tmp)
-        write_json(tmp / "labels.json", {"labels": labels})
-        write_json(tmp / "config.json", config_doc)
-        manifest.save(tmp / "split.json")
-        write_json(tmp / "history.json", {"phases": history})
-        write_json(tmp / "metrics.json", metrics)
-        write_json(tmp / "report.json", report)
-        write_json(tmp / DECISION_FILE, decision)
+def _figures(history: list[dict], metrics: dict, labels: list[str], reliability: tuple):
+    """The run's plots: training curves across both phases, the confusion matrix, the reliability diagram."""
+
+    def draw(folder: Path) -> None:
         merged: dict[str, list[float]] = {}
         starts = []
         for phase in history:
             starts.append(len(merged.get("loss", [])))
             for key, values in phase["history"].items():
                 merged.setdefault(key, []).extend(values)
-        plots.training_curves(merged, starts, tmp / "curves.png")
-        plots.confusion_matrix(metrics["confusion_matrix"], labels, tmp / "confusion_matrix.png")
-        plots.reliability_diagram(*reliability, tmp / "reliability.png")
+        plots.training_curves(merged, starts, folder / "curves.png")
+        plots.confusion_matrix(metrics["confusion_matrix"], labels, folder / "confusion_matrix.png")
+        plots.reliability_diagram(*reliability, folder / "reliability.png")
+
+    return draw

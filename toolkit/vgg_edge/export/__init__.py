@@ -4,6 +4,6 @@ recorded test split (see `pipeline` for the flow, `parity` for the gate).
 """
 
 from .base import PRECISIONS
-from .pipeline import EXPORTERS, ExportJob, ExportResult, default_out, export_many, export_run, rejected_name
+from .pipeline import ExportJob, ExportResult, default_out, export_many, export_run, rejected_name
 
-__all__ = ["EXPORTERS", "PRECISIONS", "ExportJob", "ExportResult", "default_out", "export_many", "export_run", "rejected_name"]
+__all__ = ["PRECISIONS", "ExportJob", "ExportResult", "default_out", "export_many", "export_run", "rejected_name"]

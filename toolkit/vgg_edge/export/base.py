@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .calibration import CalibrationReader
+
+if TYPE_CHECKING:
+    from ..formats import Format
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 
@@ -44,13 +47,18 @@ class Conversion:
 class SourceModel:
     """The trained Keras model, with a SavedModel export made once and shared by the formats that need it."""
 
-    def __init__(self, model, image_size: int, validation: tuple[np.ndarray, np.ndarray], scratch: Path,
+    def __init__(self, model, image_size: int, validation: Callable[[], tuple[np.ndarray, np.ndarray]], scratch: Path,
                  decide: Callable[[np.ndarray], np.ndarray] | None = None):
         self.model = model
         self.image_size = image_size
-        self.validation = validation  # (pixels, labels) of the run's val split, for accuracy-aware quantizers
+        self._validation = validation
         self.decide = decide or (lambda probs: probs.argmax(axis=1))  # the run's decision rule (decision.py)
         self._scratch = scratch
+
+    @cached_property
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels, labels) of the run's val split, for accuracy-aware quantizers: decoded only when one asks."""
+        return self._validation()
 
     @cached_property
     def saved_model(self) -> Path:
@@ -72,13 +80,23 @@ class SourceModel:
 
 
 class Exporter(ABC):
-    """Converts a `SourceModel` into one format at one precision."""
+    """Converts a `SourceModel` into one format at one precision; made by `formats.Format.make_exporter`."""
 
-    format: ClassVar[str]
-    model_file: ClassVar[str]  # the file the edge runtime opens
     # True: when int8 misses its gate, the pipeline retries keeping the k most sensitive layers
     # (`Attempt.options["float_layers"]`) in float; False: the toolchain's own fallback already ranks them.
     ranked_fallback: ClassVar[bool]
+
+    def __init__(self, spec: Format):
+        self.spec = spec
+
+    @property
+    def format(self) -> str:
+        return self.spec.name
+
+    @property
+    def model_file(self) -> str:
+        """The file the edge runtime opens (the format table's)."""
+        return self.spec.model_file
 
     def attempts(self, precision: str, max_drop: float) -> list[Attempt]:
         """Settings to try in order until the gate passes: one for float and dynamic, fallbacks for int8."""

@@ -20,8 +20,6 @@ OPSET = 17  # tf2onnx 1.17 accepts 13-18
 
 
 class OnnxExporter(Exporter):
-    format = "onnx"
-    model_file = "model.onnx"
     ranked_fallback = True
 
     def int8_attempts(self, max_drop: float) -> list[Attempt]:

@@ -21,8 +21,6 @@ from .diagnose import sqnr_db, weighted_layers
 
 
 class OpenvinoExporter(Exporter):
-    format = "openvino"
-    model_file = "model.xml"
     ranked_fallback = False  # quantize_with_accuracy_control ranks the layers and keeps the sensitive ones in float itself
 
     def int8_attempts(self, max_drop: float) -> list[Attempt]:

@@ -4,7 +4,7 @@ For every (format, precision) the flow is the same, whatever the format:
 
 1. convert into a scratch folder with the exporter's first settings (`Exporter.attempts`);
 2. write a provisional manifest and open the folder exactly as the edge device will
-   (`runtime.read_manifest` verifies the hashes, `runtime.Predictor` feeds the pixels);
+   (`manifest.read` verifies the hashes, `runtime.Predictor` feeds the pixels);
 3. compare with the Keras model on the same images: the test split, plus the val split unless
    the converter tuned on it (`parity.compare`), and let the precision's gate judge them
    (`parity.Gate`: accepted, unproven or rejected); a quantized model that is rejected, or
@@ -33,22 +33,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import VggEdgeError
+from .. import formats, manifest
+from ..errors import VggEdgeError, check_range
 from ..fileio import atomic_dir, sha256_file
-from ..run import RunDir
-from ..runtime import FORMATS, Predictor, read_manifest
+from ..model import batched_predict, preprocessing_record
+from ..run import MODEL_FILE, RunDir
+from ..runtime import Predictor
 from ..ui import console, progress
 from . import calibration as calib
-from . import manifest as manifest_io
 from .base import PRECISIONS, Attempt, Exporter, SourceModel
 from .diagnose import Diagnosis, diagnose
-from .onnx import OnnxExporter
-from .openvino import OpenvinoExporter
 from .parity import STATUSES, Gate, Predictions, Verdict, compare
-from .tflite import TfliteExporter
 
-EXPORTERS: dict[str, type[Exporter]] = {"tflite": TfliteExporter, "onnx": OnnxExporter, "openvino": OpenvinoExporter}
 DEFAULT_CALIBRATION_SIZE = 200
+DEFAULT_MAX_DROP = 1.0  # percentage points: the non-inferiority margin of dynamic and int8 exports
 BATCH = 32  # parity batch; ORT dynamic quantization scales activations per batch, so it is recorded
 DIAGNOSIS_IMAGES = 16  # val images whose every layer is compared: millions of values a layer; every tensor is held in memory
 LATENCY_RUNS = 20  # batch-1 calls timed per attempt: a rough cost of float fallbacks, not a benchmark
@@ -101,6 +99,8 @@ class ExportJob:
     """A run opened for exporting; the heavy inputs are loaded on first use and shared."""
 
     def __init__(self, run_dir: str | Path, calibration_size: int | None = None, calibration_seed: int = 0):
+        if calibration_size is not None:
+            check_range("--calibration-size", calibration_size, 1)
         self.run = RunDir.open(run_dir)
         self.calibration_size = calibration_size
         self.calibration_seed = calibration_seed
@@ -118,7 +118,7 @@ class ExportJob:
 
     @cached_property
     def source(self) -> SourceModel:
-        return SourceModel(self.run.load_model(), self.run.image_size, self.val or self._images("train"), self._scratch, self.run.decision.decide)
+        return SourceModel(self.run.load_model(), self.run.image_size, lambda: self.val or self._images("train"), self._scratch, self.run.decision.decide)
 
     @cached_property
     def test(self) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +132,6 @@ class ExportJob:
     @cached_property
     def reference(self) -> dict[str, np.ndarray]:
         """The Keras model's probabilities on each evidence split: what every export is held to."""
-        from ..training import batched_predict
-
         splits = {"test": self.test, **({"val": self.val} if self.val else {})}
         return {name: batched_predict(self.source.model, pixels, BATCH, f"keras reference {name}") for name, (pixels, _) in splits.items()}
 
@@ -147,16 +145,16 @@ class ExportJob:
             return self.run.load_images(split, on_progress=advance)
 
     def export(
-        self, format: str, precision: str, out: Path | None = None, max_drop: float = 1.0,
+        self, format: str, precision: str, out: Path | None = None, max_drop: float = DEFAULT_MAX_DROP,
         require_proof: bool = False, diagnose: bool = False,
     ) -> ExportResult:
-        if format not in EXPORTERS:
-            raise VggEdgeError(f"--format {format}: unknown; use one of {', '.join(FORMATS)} or all")
+        spec = formats.get(format)
         if precision not in PRECISIONS:
             raise VggEdgeError(f"--precision {precision}: unknown; use one of {', '.join(PRECISIONS)}")
+        check_range("--max-drop", max_drop, 0.0, 100.0)
         if self.calibration_size is not None and precision != "int8":
             console.print(f"[yellow]warning:[/] {format}-{precision} uses no calibration data; --calibration-size {self.calibration_size} is ignored")
-        exporter = EXPORTERS[format]()
+        exporter = spec.make_exporter()
         dest = Path(out) if out else default_out(self.run.path, format, precision)
         gate = Gate.for_precision(precision, max_drop, require_proof)
         reader = calib.CalibrationReader(self.calibration) if precision == "int8" else None
@@ -193,7 +191,7 @@ class ExportJob:
         folder, doc, _ = kept
         doc["attempts"] = tried
         doc["diagnosis"] = self.diagnosis.record_for(format) if format in self.diagnosis.sqnr_db else None
-        doc = manifest_io.write(folder, doc)
+        doc = manifest.write(folder, doc)
         status = doc["status"]
         published = _publish(folder, rejected_name(dest) if status == "rejected" else dest)
         if status != "rejected":
@@ -224,16 +222,16 @@ class ExportJob:
             "input": {**conversion.input, "layout": "NHWC", "range": [0, 255]},
             "output": conversion.output,
             "status": "rejected",  # provisional: only the gate may publish it
-            "preprocessing": manifest_io.PREPROCESSING,
+            "preprocessing": preprocessing_record(self.run.preprocess),
             "source": self.source_record,
             "calibration": self.calibration.record() if reader else None,
             "conversion": {"attempt": attempt.name, "settings": conversion.settings, "seconds": round(seconds, 2)},
             "gate": {"bounds": gate.record(), "failures": [], "unproven": []},
             "parity": None,
-            "versions": manifest_io.tool_versions(),
+            "versions": manifest.tool_versions(),
         }
-        doc = manifest_io.write(folder, doc)
-        predictor = Predictor(read_manifest(folder))  # the edge device's own loading and input handling
+        doc = manifest.write(folder, doc)
+        predictor = Predictor(manifest.read(folder))  # the edge device's own loading and input handling
         evidence = [Predictions("test", self.test[1], self.reference["test"], _predict_all(predictor, self.test[0], f"parity {name} test"))]
         if self.val and not attempt.tunes_on_val:
             evidence.append(Predictions("val", self.val[1], self.reference["val"], _predict_all(predictor, self.val[0], f"parity {name} val")))
@@ -250,15 +248,15 @@ class ExportJob:
     def source_record(self) -> dict:
         """Where the artifact comes from: the run, its model's and split's hashes."""
         return {
-            "run": str(self.run.path.resolve()), "run_name": self.run.name, "model_file": "model.keras",
-            "model_sha256": sha256_file(self.run.model_path), "split_sha256": sha256_file(self.run.path / "split.json"),
+            "run": str(self.run.path.resolve()), "run_name": self.run.name, "model_file": MODEL_FILE,
+            "model_sha256": sha256_file(self.run.model_path), "split_sha256": sha256_file(self.run.split_path),
             "parity_split": "test", "test_images": int(len(self.test[1])), "val_images": int(len(self.val[1])) if self.val else 0,
         }
 
 
 def export_many(
     run_dir: str | Path, formats: Sequence[str], precisions: Sequence[str], out: Path | None = None,
-    max_drop: float = 1.0, calibration_size: int | None = None, calibration_seed: int = 0,
+    max_drop: float = DEFAULT_MAX_DROP, calibration_size: int | None = None, calibration_seed: int = 0,
     require_proof: bool = False, diagnose: bool = False,
 ) -> list[ExportResult]:
     """Every format x precision; `out` is the parent folder (default `exported/<run>/`).
@@ -276,7 +274,7 @@ def export_many(
 
 def export_run(
     run_dir: str | Path, format: str, precision: str, out: Path | None = None,
-    max_drop: float = 1.0, calibration_size: int | None = None, calibration_seed: int = 0,
+    max_drop: float = DEFAULT_MAX_DROP, calibration_size: int | None = None, calibration_seed: int = 0,
     require_proof: bool = False, diagnose: bool = False,
 ) -> ExportResult:
     """Export one run to one format and precision; `out` is the artifact folder (default `exported/<run>/<format>-<precision>/`)."""

@@ -21,8 +21,6 @@ from .diagnose import keras_layer, sqnr_db, weighted_layers
 
 
 class TfliteExporter(Exporter):
-    format = "tflite"
-    model_file = "model.tflite"
     ranked_fallback = True
 
     def int8_attempts(self, max_drop: float) -> list[Attempt]:
