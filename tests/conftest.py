@@ -1,7 +1,9 @@
 """Shared fixtures: real data from ../shared, real weights through $VGG_EDGE_WEIGHTS, one tiny real run.
 
 Nothing here downloads. The session-scoped `trained_run` trains once, at 32 px on the shared
-MNIST digits, and every export/bench/predict test reads it.
+MNIST digits, and every export/bench/predict test reads it. Only fixtures live here: constants
+and helper functions shared by test modules live in helpers.py. The test_unit_*.py modules use
+none of these fixtures and run in seconds.
 """
 
 from __future__ import annotations
@@ -10,12 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-SHARED = Path(os.environ.get("VGG_EDGE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-WEIGHTS = SHARED / "weights" / "vgg16_imagenet_notop.h5"
-MNIST = SHARED / "data" / "mnist-digits"
-BRAIN = SHARED / "data" / "brain-mri"
-SKIN = SHARED / "data" / "skin-lesion"
+from helpers import MNIST, SHARED, WEIGHTS  # the data paths live in helpers.py; import them from there
 
 if WEIGHTS.is_file():
     os.environ.setdefault("VGG_EDGE_WEIGHTS", str(WEIGHTS))

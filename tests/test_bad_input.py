@@ -9,37 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MNIST
-from test_images import UNREADABLE, bad_corpus, write_dicom
+from helpers import MNIST, UNREADABLE, bad_corpus, interrupt_after, leftovers, snapshot, vgg_edge, write_dicom
 
 from vgg_edge.errors import VggEdgeError
 from vgg_edge.run import RunDir
 
-VGG_EDGE = Path(sys.executable).with_name("vgg-edge")
 TINY_TRAIN = ("--image-size", "32", "--epochs", "1", "--fine-tune-epochs", "0", "--fine-tune-blocks", "0", "--batch-size", "16")
-
-
-def vgg_edge(*args: str | Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The installed console script, run as a user runs it."""
-    return subprocess.run([str(VGG_EDGE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file below `folder` with its bytes: equal snapshots mean nothing was touched."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def leftovers(parent: Path, keep: set[str]) -> list[str]:
-    """Entries of `parent` other than `keep`: temporary or half-written folders of an atomic write."""
-    return sorted(p.name for p in parent.iterdir() if p.name not in keep)
 
 
 def digits(dest: Path, digit: int, count: int) -> Path:
@@ -48,19 +27,6 @@ def digits(dest: Path, digit: int, count: int) -> Path:
     for path in sorted((MNIST / "train" / str(digit)).iterdir())[:count]:
         (dest / path.name).symlink_to(path)
     return dest
-
-
-def interrupt_after(args: list, marker: str, log: Path, timeout: float = 240, env: dict | None = None) -> tuple[int, str]:
-    """Start `vgg-edge ARGS`, send SIGINT (Ctrl-C) once `marker` appears in its stderr, return (status, stderr)."""
-    with open(log, "w") as err:
-        proc = subprocess.Popen([str(VGG_EDGE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=err, env=env)
-        deadline = time.monotonic() + timeout
-        while marker not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert proc.poll() is None, f"finished before {marker!r} was seen:\n{log.read_text()}"
-        proc.send_signal(signal.SIGINT)
-        status = proc.wait(timeout=120)
-    return status, log.read_text()
 
 
 @pytest.fixture

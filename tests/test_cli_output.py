@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_bad_input import VGG_EDGE, vgg_edge
+from helpers import VGG_EDGE, vgg_edge
 
 from vgg_edge.cli import app, metrics_table, parity_table
 from vgg_edge.export.pipeline import ExportResult

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BRAIN, MNIST
+from helpers import BRAIN, MNIST
 
 from vgg_edge.data import builtin_digits, drop_unreadable, load_split, plan_split
 from vgg_edge.errors import VggEdgeError

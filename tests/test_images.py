@@ -6,46 +6,15 @@ Pillow/numpy directly), so a change of behaviour in `images.read_image` fails a 
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import READABLE, UNREADABLE, bad_corpus, png_claiming, write_dicom
 from PIL import Image
 
 from vgg_edge.data import load_split, plan_split
 from vgg_edge.images import MAX_PIXELS, ImageReadError, find_images, read_image, read_images
-
-
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **attributes) -> Path:
-    """A DICOM part-10 file (secondary capture, explicit VR little endian) holding `pixels`."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    frames = pixels.shape[0] if pixels.ndim == 3 else 1
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    bits = pixels.dtype.itemsize * 8
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
-    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-    for key, value in attributes.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:
@@ -129,17 +98,6 @@ def test_training_reads_dicom_class_folders(tmp_path):
         assert (pixels == read_image(path, 12)).all()
 
 
-def png_claiming(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG whose header claims `width` x `height` pixels: a decompression bomb costs nothing to make."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-    return path
-
-
 @pytest.mark.parametrize("width", [9_000, 20_000])  # over our limit; over Pillow's own hard limit too
 def test_decompression_bomb_refused_before_decoding(tmp_path, width):
     assert width * width > MAX_PIXELS
@@ -215,38 +173,6 @@ def test_find_images_skips_loops_hidden_and_non_images(tmp_path):
     found, skipped = find_images(folder)
     assert found == [folder / "a [1].png", folder / "sub" / "b.jpg"]
     assert skipped == 3
-
-
-#: What `bad_corpus` writes: readable files (awkward but valid) and files no decoder can use.
-READABLE = ("deep 16-bit.png", "alpha RGBA.png", "palette.png", "cmyk.jpg", "rotated exif.jpg", "résumé scan [1].png", "mono1.dcm")
-UNREADABLE = ("zero-byte.png", "truncated.jpg", "text named.png", "bomb.png", "cine.dcm")
-
-
-def bad_corpus(folder: Path, seed: int = 0) -> Path:
-    """Every awkward input of the issue in one folder, plus a looping file link and a looping folder link."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    rgb = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    Image.fromarray(rng.integers(0, 65536, (40, 40)).astype(np.uint16)).save(folder / "deep 16-bit.png")
-    Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (40, 40), dtype=np.uint8)]), "RGBA").save(folder / "alpha RGBA.png")
-    Image.fromarray(rgb).quantize(colors=8).save(folder / "palette.png")
-    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
-    rotated = Image.fromarray(rgb)
-    exif = rotated.getexif()
-    exif[0x0112] = 8
-    rotated.save(folder / "rotated exif.jpg", exif=exif)
-    Image.fromarray(rgb).save(folder / "résumé scan [1].png")
-    write_dicom(folder / "mono1.dcm", rng.integers(0, 4096, (40, 40)).astype(np.uint16), "MONOCHROME1", RescaleSlope=1, RescaleIntercept=-1024)
-    (folder / "zero-byte.png").write_bytes(b"")
-    jpeg = folder / "truncated.jpg"
-    Image.fromarray(rgb).save(jpeg)
-    jpeg.write_bytes(jpeg.read_bytes()[:300])
-    (folder / "text named.png").write_text("not an image\n")
-    png_claiming(folder / "bomb.png", 30_000, 30_000)
-    write_dicom(folder / "cine.dcm", np.zeros((2, 8, 8), np.uint8))
-    (folder / "loop.png").symlink_to(folder / "loop.png")
-    (folder / "loop dir").symlink_to(folder, target_is_directory=True)
-    return folder
 
 
 def test_bad_corpus_decodes_or_names_each_file(tmp_path):

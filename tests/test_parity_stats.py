@@ -1,5 +1,9 @@
-"""The parity gate's statistics, in seconds and without TensorFlow: paired counts, Tango's interval,
-McNemar, Clopper-Pearson, the three verdicts, and simulations against known true differences.
+"""The parity gate's unit tests, in seconds and without TensorFlow or any conftest fixture: paired
+counts, Tango's interval, McNemar, Clopper-Pearson, what `compare` measures (flips under the run's
+decision rule, probability drift, evidence pooled over splits), the three verdicts and when a
+verdict is worth another converter setting, and simulations against known true differences.
+
+Synthetic labels and probabilities only (`outcomes`, `one_class_changed`): the truth is known.
 """
 
 from __future__ import annotations
@@ -8,6 +12,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+import re
+
+from vgg_edge.decision import DecisionRule
 from vgg_edge.export.paired import PairedCounts, difference_interval, flip_upper, images_needed, mcnemar_p
 from vgg_edge.export.parity import Gate, Predictions, compare, paired_metrics
 
@@ -169,3 +176,128 @@ def test_float_gates_keep_their_exact_bounds():
     verdict = Gate.for_precision("fp32", 1.0).judge(flipped)
     assert verdict.status == "rejected" and "1 of 200 decisions flipped" in verdict.failures[0]
     assert Gate.for_precision("fp16", 1.0).judge(flipped).status == "rejected"  # 0.5% > 0.1%
+
+
+def test_identical_predictions_measure_no_change_at_all():
+    """Export == reference on random probabilities: no flip, no probability difference, every paired change 0
+    with McNemar p = 1 and an interval around 0; the exact fp32 gate accepts, with nothing to retry."""
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, len(LABELS), 500)
+    probs = rng.dirichlet(np.ones(len(LABELS)), 500)
+    parity = compare([Predictions("test", y, probs, probs.copy())], LABELS)
+    assert parity["flips"] == parity["evidence"]["flips"] == 0
+    assert parity["max_abs_prob_diff"] == parity["mean_abs_prob_diff"] == parity["evidence"]["max_abs_prob_diff"] == 0
+    assert parity["accuracy"] == parity["reference_accuracy"] and parity["accuracy_drop_pp"] == 0
+    assert set(parity["sensitivity_drop_pp"].values()) == set(parity["specificity_drop_pp"].values()) == {0}
+    assert all(m["change_pp"] == 0 and m["mcnemar_p"] == 1 and m["ci_pp"][0] < 0 < m["ci_pp"][1] for m in parity["paired"])
+    verdict = Gate.for_precision("fp32", 1.0).judge(parity)
+    assert (verdict.status, verdict.failures, verdict.worth_retrying) == ("accepted", [], False)
+
+
+@pytest.mark.parametrize(("precision", "drift", "status"), [
+    ("fp32", 5e-5, "accepted"), ("fp32", 5e-4, "rejected"),  # |dp| <= 1e-4
+    ("fp16", 5e-3, "accepted"), ("fp16", 2e-2, "rejected"),  # |dp| <= 1e-2
+    ("int8", 2e-2, "accepted"),  # a quantized export is judged on its decisions only
+])
+def test_probabilities_that_move_without_flipping_a_decision_meet_only_the_float_bounds(precision, drift, status):
+    """Every image's decided class loses `drift` to the next class, so no decision changes: only the exact
+    |dp| bounds of fp32 and fp16 can reject it, and the failure names the probability difference."""
+    agree = one_class_changed(600, lost=0)
+    moved, rows = agree.exported.copy(), np.arange(len(agree))
+    decided = moved.argmax(1)
+    moved[rows, decided] -= drift
+    moved[rows, (decided + 1) % len(LABELS)] += drift
+    parity = compare([Predictions("test", agree.y, agree.reference, moved)], LABELS)
+    assert parity["flips"] == 0 and parity["max_abs_prob_diff"] == pytest.approx(drift)
+    verdict = Gate.for_precision(precision, 1.0).judge(parity)
+    assert verdict.status == status
+    assert [f.startswith("max |dp|") for f in verdict.failures] == ([True] if status == "rejected" else [])
+
+
+RULE = DecisionRule(tuple(LABELS), positive="d", threshold=0.3)
+
+
+def operating_point_case() -> Predictions:
+    """42 images: 40 on which every rule agrees, and two that change, each seen by one rule only.
+
+    Image 41 (a 'd'): 'a' by argmax in both models; by RULE 'd' in the reference (0.35) and 'a' in the export (0.25).
+    Image 42 (an 'a'): 'd' by RULE in both models (0.40, 0.34); by argmax 'a' in the reference and 'b' in the export.
+    """
+    agree = one_class_changed(10, lost=0)
+    reference = np.array([[0.50, 0.10, 0.05, 0.35], [0.45, 0.10, 0.05, 0.40]])
+    exported = np.array([[0.50, 0.15, 0.10, 0.25], [0.30, 0.36, 0.00, 0.34]])
+    return Predictions("test", np.concatenate([agree.y, [3, 0]]), np.concatenate([agree.reference, reference]),
+                       np.concatenate([agree.exported, exported]))
+
+
+@pytest.mark.parametrize(("decide", "changed"), [(None, "a"), (RULE.decide, "d")], ids=["argmax", "operating point"])
+def test_the_decision_rule_decides_which_images_count_as_flips(decide, changed):
+    """The same probabilities flip a different image under argmax and under an operating point on 'd':
+    the flip and the sensitivity that changes follow the rule passed to `compare`."""
+    parity = compare([operating_point_case()], LABELS, **({} if decide is None else {"decide": decide}))
+    assert parity["flips"] == 1
+    assert [m["class"] for m in parity["paired"] if m["metric"] == "sensitivity" and m["change_pp"] != 0] == [changed]
+
+
+def test_flips_on_val_alone_fail_the_exact_gate_and_are_bounded_over_every_split():
+    """The test split's own figures stay clean, but the exact gate and the Clopper-Pearson bound read every evidence split."""
+    test, val = one_class_changed(100, lost=0), one_class_changed(100, lost=1)
+    parity = compare([test, Predictions("val", val.y, val.reference, val.exported)], LABELS)
+    assert (parity["flips"], parity["max_abs_prob_diff"]) == (0, 0)
+    evidence = parity["evidence"]
+    assert evidence["flips_by_split"] == {"test": 0, "val": 1} and evidence["n"] == 800
+    assert evidence["flip_rate"] == 1 / 800 and evidence["flip_rate_upper"] == flip_upper(1, 800)
+    assert evidence["max_abs_prob_diff"] == pytest.approx(0.9 - 0.1 / 3)  # the flipped image's two classes swap
+    verdict = Gate.for_precision("fp32", 1.0).judge(parity)
+    assert verdict.status == "rejected" and verdict.failures[0].startswith("1 of 800 decisions flipped")
+
+
+def test_a_class_absent_from_the_evidence_is_not_compared_and_does_not_block_the_gate():
+    """A label with no image: no sensitivity to compare (only its specificity), null drops and ROC-AUC, and an
+    export that agrees everywhere else is still accepted."""
+    agree = one_class_changed(600, lost=0)
+    no_e = np.zeros((len(agree), 1))  # the fifth class's probability
+    parity = compare([Predictions("test", agree.y, np.hstack([agree.reference, no_e]), np.hstack([agree.exported, no_e]))], [*LABELS, "e"])
+    assert [m["metric"] for m in parity["paired"] if m["class"] == "e"] == ["specificity"]
+    assert parity["sensitivity_drop_pp"]["e"] is None and parity["metrics"]["per_class"]["e"]["roc_auc"] is None
+    assert Gate.for_precision("int8", 1.0).judge(parity).status == "accepted"
+
+
+@pytest.mark.parametrize(("precision", "margin", "per_class", "lost", "status", "shown_drop", "retry"), [
+    ("fp32", 1.0, 50, 1, "rejected", False, True),
+    ("int8", 1.0, 600, 0, "accepted", False, False),
+    ("int8", 1.0, 90, 0, "unproven", False, False),  # only lacks images: no converter setting can add them
+    ("int8", 3.0, 300, 6, "unproven", True, True),  # -2 pp shown below 0, not yet beyond the 3 pp margin
+    ("int8", 1.0, 300, 9, "rejected", True, True),
+], ids=["fp32 flip", "agrees on enough", "agrees on too few", "drop not settled", "drop beyond margin"])
+def test_a_verdict_is_worth_retrying_only_when_other_settings_could_help(precision, margin, per_class, lost, status, shown_drop, retry):
+    verdict = Gate.for_precision(precision, margin).judge(compare([one_class_changed(per_class, lost=lost)], LABELS))
+    assert (verdict.status, verdict.shown_drop, verdict.worth_retrying) == (status, shown_drop, retry)
+
+
+def test_unproven_figures_come_least_settled_first_with_the_images_that_would_settle_them():
+    """The pipeline prints the first unproven line: the figure whose interval reaches lowest ('a', which lost two
+    images) comes first, and each line quotes `images_needed` for its counts at the margin as a proportion."""
+    parity = compare([one_class_changed(90, lost=2)], LABELS)
+    verdict = Gate.for_precision("int8", 1.0).judge(parity)
+    lows = [float(re.search(r"CI \[([-+][\d.]+),", line).group(1)) for line in verdict.unproven]
+    assert len(lows) == 5 and lows == sorted(lows)  # accuracy and the four sensitivities
+    assert verdict.unproven[0].startswith("sensitivity of 'a'") and verdict.unproven[-1].startswith("accuracy")
+    b = next(line for line in verdict.unproven if line.startswith("sensitivity of 'b'"))
+    assert f"about {images_needed(PairedCounts(90, 0, 0, 0), 0.01)} at these rates would show it within" in b
+
+
+def test_simulated_true_3pp_drop_on_1000_images_a_class_is_caught():
+    """Power: a class truly losing 3 pp (each of its images lost with probability 3%, none gained) against a 1 pp
+    margin is rejected in at least 95% of random splits of 1000 images per class, and never accepted
+    (benchmarks/gate_simulation.py measured 99.7%)."""
+    rng = np.random.default_rng(3)
+    gate = Gate.for_precision("int8", 1.0)
+    y = np.repeat(np.arange(len(LABELS)), 1000)
+    where = np.flatnonzero(y == 0)
+    statuses = []
+    for _ in range(100):
+        exp_right = np.ones(len(y), bool)
+        exp_right[where] = rng.random(len(where)) >= 0.03
+        statuses.append(gate.judge(paired_only(outcomes(y, np.ones(len(y), bool), exp_right))).status)
+    assert statuses.count("rejected") >= 95 and "accepted" not in statuses

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 
 from vgg_edge.errors import VggEdgeError
 from vgg_edge.weights import KERAS_FILE, resolve_weights
