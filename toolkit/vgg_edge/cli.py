@@ -56,6 +56,13 @@ def _import_defaults():
     return ImportConfig(model=Path(), data=Path(), preprocess="scale")
 
 
+def _serve_defaults():
+    """ServeConfig's defaults (required fields get placeholders); importing it loads no server library."""
+    from .serve.config import ServeConfig
+
+    return ServeConfig(artifact=Path(), out=Path())
+
+
 def _train_defaults():
     """TrainConfig's own defaults, so the CLI never states them a second time."""
     from .model import AugmentConfig, HeadConfig
@@ -67,6 +74,7 @@ def _train_defaults():
 _T, _HEAD, _AUG = _train_defaults()
 from .export.pipeline import DEFAULT_CALIBRATION_SIZE, DEFAULT_MAX_DROP  # noqa: E402  (no converter is imported until a command runs)
 _IMPORT = _import_defaults()
+_SERVE = _serve_defaults()
 
 
 @app.command(short_help="Train VGG16 on a folder of labelled images.")
@@ -267,6 +275,7 @@ def predict(
     import csv
     import json
 
+    from .images import collected_warnings
     from .runtime import expand_inputs, load_artifact
 
     if as_json and as_csv:
@@ -275,7 +284,8 @@ def predict(
     if predictor.info.status != "accepted":
         console.print(f"[yellow]{predictor.info.status}:[/] {escape(str(predictor.info.path))} {PARITY_NOTE[predictor.info.status]}", soft_wrap=True)
     files, failures, skipped = expand_inputs(paths)
-    results, unreadable = predictor.classify(files, top_k=top_k, batch_size=batch_size)
+    with collected_warnings() as warned:  # what the decoders warned about, per file read
+        results, unreadable = predictor.classify(files, top_k=top_k, batch_size=batch_size)
     failures |= unreadable
     top_k = min(top_k, len(predictor.labels))
     if as_json:
@@ -284,6 +294,7 @@ def predict(
             "decision": predictor.info.decision.record(),
             "predictions": [{"path": r.path, "label": r.label, "confidence": r.confidence, "top": [{"label": lab, "probability": p} for lab, p in r.top]} for r in results],
             "failures": [{"path": path, "error": why} for path, why in failures.items()],
+            "warnings": [{"path": path, "warning": line} for path, line in warned.items()],
             "skipped_non_images": skipped,
         }
         print(json.dumps(doc, indent=2))
@@ -309,6 +320,9 @@ def predict(
         print_table(table)
     for why in failures.values():
         console.print(f"[red]error:[/] {escape(why)}", soft_wrap=True)
+    if warned:
+        many = f"{len(warned)} files" if len(warned) > 1 else "1 file"
+        console.print(f"[yellow]the image decoders warned about {many}, read anyway[/] (first: {escape(next(iter(warned.values())))})", soft_wrap=True)
     if skipped:
         console.print(f"[yellow]skipped {skipped} non-image or hidden files[/] in the folders given")
     if failures:
@@ -350,6 +364,47 @@ def command_line(paths: list[Path], config, out: Path, baseline: bool = True) ->
             "--min-runs", str(config.min_runs), "--min-seconds", f"{config.min_seconds:g}", "--warmup-runs", str(config.warmup_runs),
             "--warmup-seconds", f"{config.warmup_seconds:g}", "--images", str(config.images), *([] if baseline else ["--no-baseline"]), "--out", str(out)]
     return shlex.join(args)
+
+
+@app.command(short_help="Run an export as a service: DICOM C-STORE and HTTP.")
+def serve(
+    artifact: Path = typer.Argument(..., help="Artifact folder written by `vgg-edge export` (accepted or unproven)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the spool of accepted images and results.jsonl (kept across restarts)."),
+    host: str = typer.Option(_SERVE.host, "--host", help="Address to listen on (loopback unless told otherwise; 0.0.0.0 for every interface)."),
+    dicom_port: int = typer.Option(_SERVE.dicom_port, "--dicom-port", help="DICOM Storage SCP port (0: none)."),
+    http_port: int = typer.Option(_SERVE.http_port, "--http-port", help="HTTP API port (0: none)."),
+    ae_title: str = typer.Option(_SERVE.ae_title, "--ae-title", help="This SCP's AE title."),
+    allow_ae: Optional[str] = typer.Option(None, "--allow-ae", help="Calling AE titles accepted, comma-separated (default: any)."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", help="A file holding the bearer token that POST /v1/predict and /metrics require ($VGG_EDGE_TOKEN also works)."),
+    max_upload_mb: float = typer.Option(_SERVE.max_upload_bytes / 2**20, "--max-upload-mb", help="HTTP uploads larger than this get 413."),
+    max_batch: int = typer.Option(_SERVE.max_batch, "--max-batch", help="Images per model call, at most."),
+    max_wait_ms: float = typer.Option(_SERVE.max_wait_ms, "--max-wait-ms", help="How long the first image of a batch waits for others."),
+    queue_size: int = typer.Option(_SERVE.queue_size, "--queue-size", help="Images waiting, at most; beyond it HTTP answers 503 and DICOM 0xA700."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Runtime threads (default: the runtime's own choice)."),
+    device: str = typer.Option(_SERVE.device, "--device", help="CPU, or CUDA / TensorRT (ONNX), GPU (OpenVINO)."),
+) -> None:
+    """Serve an exported model to modalities (DICOM C-STORE) and applications (HTTP) until SIGTERM or Ctrl-C."""
+    import os
+
+    from .serve.config import ServeConfig
+    from .serve.service import serve as run_service
+
+    token = token_file.read_text().strip() if token_file else os.environ.get("VGG_EDGE_TOKEN") or None
+    config = ServeConfig(
+        artifact=artifact, out=out, host=host, dicom_port=dicom_port, http_port=http_port, ae_title=ae_title,
+        allow_ae=tuple(a.strip() for a in allow_ae.split(",") if a.strip()) if allow_ae else (), token=token,
+        max_upload_bytes=int(max_upload_mb * 2**20), max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
+        threads=threads, device=device,
+    )
+
+    def ready(summary: dict) -> None:
+        doors = ", ".join(d for d in (f"DICOM {summary['dicom']}" if summary["dicom"] else "", f"HTTP {summary['http']}" if summary["http"] else "") if d)
+        console.print(f"[green]serving[/] {escape(str(artifact))} ({summary['artifact']['format']} {summary['artifact']['precision']}, "
+                      f"{summary['artifact']['parity']}) on {doors}; results -> {escape(summary['results'])}"
+                      + (f"; {summary['recovered']} images recovered from the spool" if summary["recovered"] else ""), soft_wrap=True)
+
+    run_service(config, on_ready=ready)
+    console.print("stopped: every accepted image has its result")
 
 
 @app.command(short_help="Time every export in every runtime.")
