@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from helpers import MNIST, SHARED, WEIGHTS  # the data paths live in helpers.py; import them from there
 
 if WEIGHTS.is_file():
@@ -50,3 +52,20 @@ def fp32_exports(trained_run: Path, tmp_path_factory) -> Path:
     results = export_many(trained_run, ("onnx", "tflite", "openvino"), ["fp32"], out=out)
     assert all(r.accepted for r in results), [r.manifest["gate"] for r in results]
     return out
+
+
+@pytest.fixture(scope="session")
+def jittered(tmp_path_factory) -> Path:
+    """3 classes x 40 distinct images: random crops, shifts and brightness of MNIST digits (so every hash differs), one broken file."""
+    root = tmp_path_factory.mktemp("jittered")
+    rng = np.random.default_rng(0)
+    for digit in ("1", "4", "7"):
+        sources = sorted((MNIST / "train" / digit).glob("*.png"))[:10]
+        (root / digit).mkdir()
+        for i in range(40):
+            image = np.asarray(Image.open(sources[i % 10]).convert("L"), np.float32)
+            y, x = rng.integers(0, 5, 2)
+            crop = np.pad(image, 2)[y:y + 28, x:x + 28] * rng.uniform(0.7, 1.0) + rng.uniform(0, 20)
+            Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(root / digit / f"{i:03d}.png")
+    (root / "4" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    return root

@@ -26,14 +26,19 @@ units: AMX or AVX512-BF16; measured 2.0-2.1x faster fine-tuning) trains with bfl
 float32 weights. The saved model is always a float32 copy of the trained weights, so export and
 parity see plain float32.
 
-Decoded images are held in memory as uint8. They are decoded by `images.read_image`, the same
-function the edge runtime uses, so validated and deployed pixels are identical.
+Memory does not grow with the data: every split is decoded batch by batch (`features.SplitStream`,
+with `images.read_image`, the decoder the edge runtime uses, so validated and deployed pixels are
+identical), and the frozen features live in an on-disk cache keyed by everything they depend on
+(`features.FeatureCache`, under `$VGG_EDGE_CACHE/features/`): a second run on the same data, size,
+cut and augmentation reuses them instead of running VGG16 again. Files that do not decode are found
+on the first pass, skipped and named in the run's split manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import platform
 import time
@@ -45,16 +50,21 @@ import numpy as np
 from rich.markup import escape
 
 from . import plots, temperature
-from .data import SEED, SPLITS, TEST_FRACTION, VAL_FRACTION, builtin_digits, drop_unreadable, label_counts, load_split, plan_split
+from .data import SEED, SPLITS, TEST_FRACTION, VAL_FRACTION, builtin_digits, drop_unreadable, label_counts, plan_split
 from .decision import DecisionRule, choose_threshold
 from .errors import VggEdgeError, check_range
+from .features import FeatureCache, SplitStream, cache_key, extract, transform_store
+from .resume import TrainingCheckpoint, phase_callbacks, seed_states, set_seed_states
+from .fileio import sha256_file
 from .metrics import classification_metrics
 from .model import BLOCKS, POOLINGS, AugmentConfig, HeadConfig, augmenter, augmenting, batched_predict, build_model, cut_layer_name, set_trainable, split_at
 from .run import RunContents, RunDir
 from .ui import console, progress
 from .weights import resolve_weights
 
-MIXED_POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16"}
+#: float16 is for GPUs (tensor cores; Keras wraps the optimizer in a LossScaleOptimizer for it), bfloat16 for CPUs with bfloat16 units.
+MIXED_POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+FLOAT16_GPU_CAPABILITY = (7, 0)  # NVIDIA Volta and later have float16 tensor cores
 AUGMENT_MODES = ("cached", "online", "off")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -80,9 +90,10 @@ class TrainConfig:
     seed: int = SEED
     patience: int = 3
     class_weights: bool = False  # off: calibrated probabilities keep the real class frequencies; --target-sensitivity sets what a class needs
-    mixed_precision: str = "auto"  # "auto", "off" or "bfloat16"
+    mixed_precision: str = "auto"  # "auto", or a key of MIXED_POLICIES: "off", "bfloat16", "float16"
     calibrate: bool = True  # fit a temperature on val and fold it into the model
     target_sensitivity: tuple[str, float] | None = None  # (class, fraction): the operating point, chosen on val
+    resume: bool = False  # go on from what an interrupted run with the same settings left (resume.py)
 
     def check(self) -> None:
         """Refuse settings that cannot work, before any image is decoded; the one place train's options are
@@ -130,37 +141,31 @@ def train(config: TrainConfig) -> TrainResult:
     precision, why = resolve_mixed_precision(config.mixed_precision)
     console.print(f"mixed precision: {precision} ({why})", soft_wrap=True)
 
-    pixels, targets, failures = {}, {}, {}
-    for split in SPLITS:
-        entries = manifest.files(split)
-        if not entries:
-            continue
-        with progress(f"decode {split}", len(entries)) as advance:
-            loaded, y = load_split(manifest, split, config.image_size, on_progress=advance, verify=False)
-        pixels[split], targets[split] = loaded.pixels, y
-        failures.update(loaded.failures)
-    drop_unreadable(manifest, failures)
-    for reason in list(failures.values())[:5]:
-        console.print(f"[yellow]skipped[/] {escape(reason)}", soft_wrap=True)
     if manifest.dropped_duplicates:
         console.print(f"[yellow]dropped {len(manifest.dropped_duplicates)} duplicate images[/] (identical bytes in another split or class)")
+    streams = {split: SplitStream(manifest, split, config.image_size) for split in SPLITS if manifest.files(split)}
 
     labels = manifest.labels
+    checkpoint = TrainingCheckpoint(Path(config.out), {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"}, config.resume)
     with dtype_policy(MIXED_POLICIES[precision]):
-        model, fit, timings = _fit(config, weights, len(labels), pixels, targets)
+        model, fit, timings, cache = _fit(config, weights, len(labels), streams, MIXED_POLICIES[precision], checkpoint)
     if precision != "off":
         model = _float32_copy(model, config, len(labels))
 
     t = time.perf_counter()
-    calibration, val_probs = _calibrate(model, config, pixels["val"], targets["val"])
-    rule = _operating_point(config, labels, val_probs, targets["val"])
-    test_probs, test_uncalibrated = _read_test(model, pixels["test"], config.batch_size, calibration["temperature"])
+    calibration, val_probs, y_val = _calibrate(model, config, streams["val"])
+    rule = _operating_point(config, labels, val_probs, y_val)
+    test_probs, test_uncalibrated, y_test = _read_test(model, streams["test"], config.batch_size, calibration["temperature"])
     timings["calibration_and_test_s"] = time.perf_counter() - t
-    metrics = classification_metrics(targets["test"], test_probs, labels)
+    failures = {path: why for stream in streams.values() for path, why in stream.failures.items()}
+    drop_unreadable(manifest, failures)
+    for reason in list(failures.values())[:5]:
+        console.print(f"[yellow]skipped[/] {escape(reason)}", soft_wrap=True)
+    metrics = classification_metrics(y_test, test_probs, labels)
     if rule.positive:
-        metrics["operating_point"] = {**rule.record(), "metrics": classification_metrics(targets["test"], test_probs, labels, rule.decide(test_probs))}
-    test_before = temperature.reliability(test_uncalibrated, targets["test"])
-    test_after = temperature.reliability(test_probs, targets["test"])
+        metrics["operating_point"] = {**rule.record(), "metrics": classification_metrics(y_test, test_probs, labels, rule.decide(test_probs))}
+    test_before = temperature.reliability(test_uncalibrated, y_test)
+    test_after = temperature.reliability(test_probs, y_test)
     calibration["test"] = {"ece_before": test_before["ece"], "ece_after": test_after["ece"]}
     timings["total_s"] = time.perf_counter() - started
     report = {
@@ -170,6 +175,8 @@ def train(config: TrainConfig) -> TrainResult:
         "unreadable": len(manifest.unreadable),
         "ignored_non_image_files": manifest.ignored_files,
         "augmentation": {"mode": config.augment, "views": config.views if config.augment == "cached" else None},
+        "feature_cache": cache,
+        "resumed": checkpoint.resumed,
         "mixed_precision": {"requested": config.mixed_precision, "used": precision, "why": why},
         "kept_phase": fit.kept_phase,
         "selection": fit.selection(),
@@ -182,88 +189,118 @@ def train(config: TrainConfig) -> TrainResult:
     config_doc = dataclasses.asdict(config) | {"data": manifest.data_root, "weights_file": str(weights) if weights else None}
     decision = {"rule": rule.record(), "temperature": calibration["temperature"]}
     contents = RunContents(model, labels, config_doc, manifest, decision, metrics, fit.history, report)
-    RunDir.write(config.out, contents, _figures(fit.history, metrics, labels, (test_before, test_after)))
+    RunDir.write(config.out, contents, run_figures(fit.history, metrics, labels, (test_before, test_after)))
+    checkpoint.finish()
     return TrainResult(Path(config.out), metrics, report)
 
 
 def resolve_mixed_precision(requested: str) -> tuple[str, str]:
-    """`auto` becomes bfloat16 where the CPU computes it natively (AMX or AVX512-BF16), else off; with the reason."""
+    """`auto`: float16 on an NVIDIA GPU with tensor cores, else bfloat16 where the CPU computes it natively
+    (AMX or AVX512-BF16), else off; with the reason."""
     if requested != "auto":
         return requested, "as requested"
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability and tuple(capability) >= FLOAT16_GPU_CAPABILITY:
+            return "float16", f"auto: GPU {gpu.name} has compute capability {capability[0]}.{capability[1]} (float16 tensor cores)"
     from .machine import cpu_flags
 
-    flags = cpu_flags()
-    found = [f for f in BF16_CPU_FLAGS if f in flags]
+    found = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
     if found:
         return "bfloat16", f"auto: the CPU has {', '.join(found)}"
-    return "off", "auto: no bfloat16 units found on this CPU (AMX or AVX512-BF16), where bfloat16 would be emulated and gain nothing"
+    return "off", "auto: no GPU with float16 tensor cores, no bfloat16 units on this CPU (AMX or AVX512-BF16); float32"
 
 
-def _fit(config: TrainConfig, weights: Path | None, num_classes: int, pixels: dict, targets: dict):
-    """Both phases; returns the model at its best phase, the fitter (history, selection) and timings."""
+def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: dict[str, SplitStream], policy: str, checkpoint: TrainingCheckpoint):
+    """Both phases; returns the model at its best phase, the fitter (history, selection), timings and the feature cache's record."""
     model = build_model(num_classes, config.image_size, weights, config.head)
-    counts = label_counts(targets["train"], num_classes)
-    class_weight = {i: sum(counts) / (num_classes * c) for i, c in enumerate(counts)} if config.class_weights else None
-    fit = _Fitter(config, model, class_weight)
+    train, val = streams["train"], streams["val"]
+    class_weight = None
+    if config.class_weights:
+        counts = label_counts(train.labels, num_classes)
+        class_weight = {i: sum(counts) / (num_classes * c) for i, c in enumerate(counts)}
+    fit = _Fitter(config, model, class_weight, checkpoint)
     timings: dict[str, float] = {}
     blocks = config.fine_tune_blocks
 
     if config.augment == "online":
+        for stream in (train, val):  # one pass to find the files that do not decode, before any epoch
+            for _ in stream.batches(config.batch_size, f"check {stream.split}"):
+                pass
         trainer = augmenting(model, config.augmentation, config.seed)
-        data = {s: pixels[s][None] for s in ("train", "val")}
+        sources = {"train": _DecodedImages(train), "val": _DecodedImages(val)}
         set_trainable(model, first_block=6)
-        fit.phase("head", trainer, data, targets, config.learning_rate, config.epochs)
+        fit.phase("head", trainer, sources, streams, config.learning_rate, config.epochs)
         if blocks and config.fine_tune_epochs:
             set_trainable(model, first_block=6 - blocks)
-            fit.phase("fine-tune", trainer, data, targets, config.fine_tune_learning_rate, config.fine_tune_epochs)
+            fit.phase("fine-tune", trainer, sources, streams, config.fine_tune_learning_rate, config.fine_tune_epochs)
+        fit.keep_best()
+        return model, fit, timings | fit.timings, None
+
+    prefix, suffix = split_at(model, cut_layer_name(blocks))
+    t = time.perf_counter()
+    stores, cache = _cached_features(config, weights, prefix, suffix, streams, policy)
+    timings["feature_extraction_s"] = time.perf_counter() - t
+    set_trainable(model, first_block=6)
+    if blocks:
+        _, head = split_at(suffix, "block5_pool")
+        head_stores = {"train": stores["train.head"], "val": stores["val.head"]}
     else:
-        prefix, suffix = split_at(model, cut_layer_name(blocks))
-        t = time.perf_counter()
-        views = config.views if config.augment == "cached" else 1
-        features = {"train": _feature_views(prefix, pixels["train"], views, config), "val": _feature_views(prefix, pixels["val"], 1, config)}
-        timings["feature_extraction_s"] = time.perf_counter() - t
-        set_trainable(model, first_block=6)
-        if blocks:
-            frozen_blocks, head = split_at(suffix, "block5_pool")
-            head_features = {s: np.stack([batched_predict(frozen_blocks, v, config.batch_size, f"frozen blocks {s}") for v in f]) for s, f in features.items()}
-        else:
-            head, head_features = suffix, features
-        fit.phase("head", head, head_features, targets, config.learning_rate, config.epochs)
-        if blocks and config.fine_tune_epochs:
-            set_trainable(model, first_block=6 - blocks)
-            fit.phase("fine-tune", suffix, features, targets, config.fine_tune_learning_rate, config.fine_tune_epochs)
+        head, head_stores = suffix, stores
+    fit.phase("head", head, head_stores, streams, config.learning_rate, config.epochs)
+    if blocks and config.fine_tune_epochs:
+        set_trainable(model, first_block=6 - blocks)
+        fit.phase("fine-tune", suffix, {"train": stores["train"], "val": stores["val"]}, streams, config.fine_tune_learning_rate, config.fine_tune_epochs)
+    for store in stores.values():
+        store.close()
     fit.keep_best()
-    return model, fit, timings | fit.timings
+    return model, fit, timings | fit.timings, cache
 
 
-def _feature_views(prefix, pixels: np.ndarray, views: int, config: TrainConfig) -> np.ndarray:
-    """(views, n, ...) outputs (float16) of the frozen `prefix`: view 0 the images as they are, the others augmented."""
-    out = None
-    for v in range(views):
-        transform = augmenter(config.augmentation, config.seed + v) if v else None
-        f = batched_predict(prefix, pixels, config.batch_size, f"frozen features, view {v + 1} of {views}", transform)
-        if out is None:  # float16 unless the activations would overflow it
-            out = np.empty((views, *f.shape), np.float16 if np.abs(f).max() < np.finfo(np.float16).max / 2 else np.float32)
-        out[v] = f
-    return out
+def _cached_features(config: TrainConfig, weights: Path | None, prefix, suffix, streams: dict[str, SplitStream], policy: str):
+    """The frozen part's features of train (in `views` versions) and val, from the disk cache or made now.
+
+    With fine-tuning, the head phase trains on the output of the whole frozen base; those are stored too
+    (`train.head`, `val.head`). Returns the stores and what the report says about the cache."""
+    views = config.views if config.augment == "cached" else 1
+    key = cache_key(
+        weights=sha256_file(weights) if weights else f"random init, seed {config.seed}", cut=prefix.layers[-1].name,
+        image_size=config.image_size, views=views, augmentation=dataclasses.asdict(config.augmentation), seed=config.seed, policy=policy,
+        head=bool(config.fine_tune_blocks), files={s: [e.sha256 for e in streams[s].entries] for s in ("train", "val")},
+    )
+    cache = FeatureCache(key)
+    stores = cache.stores()
+    if stores is not None:
+        failures = json.loads(cache.meta_path.read_text()).get("failures", {})
+        for split in ("train", "val"):
+            streams[split].forget(failures.get(split, {}))
+        console.print(f"frozen features: reused from {cache.folder}", soft_wrap=True)
+    else:
+        cache.start()
+        transform = (lambda v: augmenter(config.augmentation, config.seed + v)) if views > 1 else None
+        stores = {}
+        for split, n_views in (("train", views), ("val", 1)):
+            try:
+                stores[split] = extract(prefix, streams[split], n_views, config.batch_size, cache.folder, split, transform)
+            except OverflowError:
+                stores[split] = extract(prefix, streams[split], n_views, config.batch_size, cache.folder, split, transform, np.float32)
+        if config.fine_tune_blocks:
+            frozen_blocks, _ = split_at(suffix, "block5_pool")
+            for split in ("train", "val"):
+                stores[f"{split}.head"] = transform_store(frozen_blocks, stores[split], f"{split}.head", config.batch_size)
+        cache.commit(stores, {"failures": {s: streams[s].failures for s in ("train", "val")}})
+    return stores, {"folder": str(cache.folder), "key": key, "reused": cache.reused, "bytes": sum(s.nbytes for s in stores.values())}
 
 
-def _calibrate(model, config: TrainConfig, pixels: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
-    """Fit the temperature on val and fold it into `model`; returns the record and the calibrated val probabilities."""
-    features = batched_predict(temperature.logits_model(model), pixels, config.batch_size, "calibrate on val")
-    z = temperature.logits(model, features)
-    t = temperature.fit_temperature(z, y) if config.calibrate else 1.0
-    before, after = temperature.softmax(z), temperature.softmax(z, t)
+def _calibrate(model, config: TrainConfig, val: SplitStream) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Fit the temperature on val and fold it into `model`; returns the record, the calibrated val probabilities and val's labels."""
+    (features,), y = _over_split(temperature.logits_model(model), val, config.batch_size, "calibrate on val")
+    record, after = temperature.calibrate(model, features, y, config.calibrate)
     if config.calibrate:
-        temperature.fold(model, t)
-    record = {
-        "temperature": t, "fitted_on": "val" if config.calibrate else None, "folded_into": temperature.OUTPUT_LAYER if config.calibrate else None,
-        "val": {"nll_before": temperature.nll(before, y), "nll_after": temperature.nll(after, y),
-                "ece_before": temperature.reliability(before, y)["ece"], "ece_after": temperature.reliability(after, y)["ece"]},
-    }
-    if config.calibrate:
-        console.print(f"temperature {t:.3f} (fitted on val): val ECE {record['val']['ece_before']:.4f} -> {record['val']['ece_after']:.4f}")
-    return record, after
+        console.print(f"temperature {record['temperature']:.3f} (fitted on val): val ECE {record['val']['ece_before']:.4f} -> {record['val']['ece_after']:.4f}")
+    return record, after, y
 
 
 def _operating_point(config: TrainConfig, labels: list[str], val_probs: np.ndarray, y: np.ndarray) -> DecisionRule:
@@ -278,20 +315,27 @@ def _operating_point(config: TrainConfig, labels: list[str], val_probs: np.ndarr
     return rule
 
 
-def _read_test(model, pixels: np.ndarray, batch_size: int, t: float) -> tuple[np.ndarray, np.ndarray]:
-    """The test split, once: the (calibrated) model's probabilities, and the uncalibrated ones for the ECE comparison."""
+def _read_test(model, test: SplitStream, batch_size: int, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The test split, once: the (calibrated) model's probabilities, the uncalibrated ones (for the ECE comparison) and the labels."""
     import keras
 
     both = keras.Model(model.inputs, [model.get_layer(temperature.OUTPUT_LAYER).input, model.output])
-    features, probs = [], []
-    with progress("evaluate test", len(pixels)) as advance:
-        for start in range(0, len(pixels), batch_size):
-            f, p = both.predict_on_batch(pixels[start:start + batch_size].astype(np.float32))
-            features.append(np.asarray(f))
-            probs.append(np.asarray(p, np.float32))
-            advance(len(f))
-    uncalibrated = temperature.softmax(temperature.logits(model, np.concatenate(features)) * t)
-    return np.concatenate(probs), uncalibrated
+    (features, probs), y = _over_split(both, test, batch_size, "evaluate test")
+    uncalibrated = temperature.softmax(temperature.logits(model, features) * t)
+    return probs, uncalibrated, y
+
+
+def _over_split(model, stream: SplitStream, batch_size: int, description: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every output of `model` over the images of `stream` that decode, streamed, and their labels."""
+    outputs: list[list[np.ndarray]] = []
+    rows_seen = []
+    for rows, pixels in stream.batches(batch_size, description, stream.valid):
+        if len(rows):
+            out = model.predict_on_batch(pixels.astype(np.float32))
+            outputs.append([np.asarray(o, np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])])
+            rows_seen.append(rows)
+    rows = np.concatenate(rows_seen) if rows_seen else np.zeros(0, np.int64)
+    return [np.concatenate(parts) for parts in zip(*outputs)], stream.labels[rows]
 
 
 @contextlib.contextmanager
@@ -336,8 +380,9 @@ class _Fitter:
 
     MONITOR = "val_loss"  # a proper score: rewards calibrated confidence, not just the argmax; less noisy than accuracy on small val splits
 
-    def __init__(self, config: TrainConfig, full_model, class_weight: dict | None):
+    def __init__(self, config: TrainConfig, full_model, class_weight: dict | None, checkpoint: TrainingCheckpoint):
         self.config = config
+        self.checkpoint = checkpoint
         self.full_model = full_model
         self.class_weight = class_weight
         self.history: list[dict] = []
@@ -345,32 +390,44 @@ class _Fitter:
         self.kept_phase = "none"
         self._best: list[tuple[float, list]] = []  # per phase: best val_loss, full-model weights
 
-    def phase(self, name: str, model, x: dict, y: dict, learning_rate: float, epochs: int) -> None:
-        """Train `model` on x["train"] (views, n, ...) with x["val"] (1, n, ...) as the validation split."""
+    def phase(self, name: str, model, x: dict, streams: dict[str, SplitStream], learning_rate: float, epochs: int) -> None:
+        """Train `model` on x["train"] with x["val"] as the validation split: feature stores (or decoded images),
+        read batch by batch over the rows of `streams` that decoded."""
         import keras
 
         if epochs <= 0:
             return
+        index = len(self.history)
+        done = self.checkpoint.completed_phase(index)
+        if done:  # finished before an interruption: its record and weights, not its epochs again
+            record, best, weights, seeds = done
+            self.full_model.set_weights(weights)
+            set_seed_states(model, seeds)
+            self.history.append(record)
+            self._best.append((best, weights))
+            console.print(f"[bold]{name}[/]: finished before the interruption, {record['epochs']} epochs (resumed)")
+            return
         cfg = self.config
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        callbacks = [
-            keras.callbacks.EarlyStopping(self.MONITOR, patience=cfg.patience, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(self.MONITOR, factor=0.2, patience=max(1, cfg.patience - 1), min_lr=1e-7),
-            _epoch_progress(name, epochs),
-        ]
+        early_stopping = keras.callbacks.EarlyStopping(self.MONITOR, patience=cfg.patience, restore_best_weights=True)
+        plateau = keras.callbacks.ReduceLROnPlateau(self.MONITOR, factor=0.2, patience=max(1, cfg.patience - 1), min_lr=1e-7)
+        train = _batches(x["train"], streams["train"], cfg.batch_size, seed=cfg.seed + index)
+        resumable, state = phase_callbacks(self.checkpoint.phase_folder(index), early_stopping, plateau, train)
         started = time.perf_counter()
-        hist = model.fit(
-            _batches(x["train"], y["train"], cfg.batch_size, seed=cfg.seed + len(self.history)),
-            validation_data=_batches(x["val"], y["val"], cfg.batch_size),
-            epochs=epochs, class_weight=self.class_weight, callbacks=callbacks, verbose=0, shuffle=False,  # the batches shuffle themselves
+        model.fit(
+            train, validation_data=_batches(x["val"], streams["val"], cfg.batch_size),
+            epochs=epochs, class_weight=self.class_weight, callbacks=[*resumable, _epoch_progress(name, epochs)], verbose=0,
+            shuffle=False,  # the batches shuffle themselves
         )
         elapsed = time.perf_counter() - started
-        history = {k: [float(v) for v in values] for k, values in hist.history.items()}
+        history = state.history  # every epoch of the phase, those before an interruption included
         n_epochs = len(history["loss"])
         self.timings[f"{name}_s"] = elapsed
         self.timings[f"{name}_per_epoch_s"] = elapsed / n_epochs
-        self.history.append({"phase": name, "learning_rate": learning_rate, "epochs": n_epochs, "history": history})
+        record = {"phase": name, "learning_rate": learning_rate, "epochs": n_epochs, "history": history}
+        self.history.append(record)
         self._best.append((min(history[self.MONITOR]), self.full_model.get_weights()))
+        self.checkpoint.save_phase(index, record, *self._best[-1], seed_states(model))
 
     def keep_best(self) -> None:
         """The phase whose best epoch had the lowest validation loss; its weights end in the model."""
@@ -409,38 +466,67 @@ def _epoch_progress(phase: str, epochs: int):
     return EpochProgress()
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None):
-    """Batches from `x` of shape (views, n, ...): each epoch one random view of every image, in a random order.
+class _DecodedImages:
+    """Images decoded on demand, in the FeatureStore interface (one view): the input of online augmentation."""
 
-    Without a seed (validation): view 0 (the original images), in order. Inputs are cast to float32 per batch.
-    """
+    views = 1
+
+    def __init__(self, stream: SplitStream):
+        self.stream = stream
+
+    def read(self, views: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        decoded, pixels = self.stream.read(rows)
+        if len(decoded) != len(rows):  # the checking pass found every file that does not decode
+            raise VggEdgeError(f"{self.stream.split}: an image stopped decoding during training ({next(iter(self.stream.failures.values()))})")
+        return pixels.astype(np.float32)
+
+
+def _batches(source, stream: SplitStream, batch_size: int, seed: int | None = None):
+    """Batches of `source` (views x rows) over the rows of `stream` that decode: each epoch one random view
+    of every image, in a random order drawn from (seed, epoch), so a resumed phase sees the batches an
+    uninterrupted one would. Without a seed (validation): view 0, in order. One batch in memory."""
     import keras
+
+    rows = stream.valid
+    labels = stream.labels
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
             super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.on_epoch_end()
+            self.epoch = 0
+            self._draw()
 
         def __len__(self) -> int:
-            return math.ceil(x.shape[1] / batch_size)
+            return math.ceil(len(rows) / batch_size)
 
         def __getitem__(self, i: int):
-            rows = self.order[i * batch_size:(i + 1) * batch_size]
-            return x[self.view[rows], rows].astype(np.float32), y[rows]
+            picked = slice(i * batch_size, (i + 1) * batch_size)
+            batch = self.order[picked]
+            return source.read(self.view[picked], batch), labels[batch]
 
         def on_epoch_end(self) -> None:
-            n = x.shape[1]
+            self.epoch += 1
+            self._draw()
+
+        def sync(self, epoch: int) -> None:
+            """Draw `epoch`'s order (a resumed phase starts at a later epoch than this object has counted)."""
+            if epoch != self.epoch:
+                self.epoch = epoch
+                self._draw()
+
+        def _draw(self) -> None:
             if seed is None:
-                self.order, self.view = np.arange(n), np.zeros(n, np.int64)
+                self.order, self.view = rows, np.zeros(len(rows), np.int64)
             else:
-                self.order, self.view = self.rng.permutation(n), self.rng.integers(0, x.shape[0], n)
+                rng = np.random.default_rng([seed, self.epoch])
+                self.order, self.view = rng.permutation(rows), rng.integers(0, source.views, len(rows))
 
     return Batches()
 
 
-def _figures(history: list[dict], metrics: dict, labels: list[str], reliability: tuple):
-    """The run's plots: training curves across both phases, the confusion matrix, the reliability diagram."""
+def run_figures(history: list[dict], metrics: dict, labels: list[str], reliability: tuple):
+    """The run's plots, drawn into its folder by `RunDir.write`: training curves across the phases (when there
+    were any), the confusion matrix, the reliability diagram (before and after calibration)."""
 
     def draw(folder: Path) -> None:
         merged: dict[str, list[float]] = {}
@@ -449,7 +535,8 @@ def _figures(history: list[dict], metrics: dict, labels: list[str], reliability:
             starts.append(len(merged.get("loss", [])))
             for key, values in phase["history"].items():
                 merged.setdefault(key, []).extend(values)
-        plots.training_curves(merged, starts, folder / "curves.png")
+        if history:
+            plots.training_curves(merged, starts, folder / "curves.png")
         plots.confusion_matrix(metrics["confusion_matrix"], labels, folder / "confusion_matrix.png")
         plots.reliability_diagram(*reliability, folder / "reliability.png")
 
