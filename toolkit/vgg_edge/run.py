@@ -141,6 +141,12 @@ class RunDir:
         except VggEdgeError as exc:
             raise VggEdgeError(f"{path}: {exc}; re-run `vgg-edge train`") from None
 
+    @property
+    def temperature(self) -> float:
+        """The temperature folded into the model's last layer at training (1.0: none, or a run from before calibration)."""
+        path = self.path / DECISION_FILE
+        return float(read_json(path).get("temperature", 1.0)) if path.is_file() else 1.0
+
     def load_model(self):
         """The Keras inference model. `safe_mode` stays on: loading never unpickles code."""
         import keras

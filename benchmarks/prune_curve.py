@@ -1,0 +1,120 @@
+"""Accuracy against latency as VGG16 is pruned: keep 1.0 / 0.7 / 0.5 / 0.3 of the convolutional MACs, int8 in every format.
+
+    .venv/bin/python benchmarks/prune_curve.py [--run runs/brain-mri-128-b2-bf16-flatten] [--keeps 1.0,0.7,0.5,0.3] [--epochs 5]
+
+For each keep below 1: `vgg-edge prune RUN --keep K --out runs/<run>-keepK` (activation criterion, the
+default fine-tuning), then `vgg-edge export runs/<run>-keepK --format all --int8`. Keep 1.0 is the
+source run itself, as trained (its int8 exports in exported/<run>/ are reused when present), not a
+keep-1.0 prune, which would only add fine-tuning epochs. Then one `vgg-edge bench` times every int8
+artifact with each run's Keras model as its baseline, in one sitting so the rows compare.
+
+Results: benchmarks/results/prune_curve/ (the bench's files) and benchmarks/results/prune_curve.md
+(one row per keep: MACs, parameters, Keras test accuracy, and per format the gate, int8 test accuracy,
+median batch-1 latency and batch-8 throughput). Every step is skipped when its output exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from vgg_edge.fileio import read_json
+from vgg_edge.formats import FORMATS
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+LOGS = ROOT / "benchmarks" / "logs"
+VGG_EDGE = str(ROOT / ".venv" / "bin" / "vgg-edge")
+BENCH = ["--batch-sizes", "1,8", "--threads", "2,1", "--min-runs", "10", "--min-seconds", "3", "--warmup-runs", "3", "--warmup-seconds", "2"]
+
+
+def sh(args: list[str], log: str) -> None:
+    """Run a command with its output in benchmarks/logs/<log>.log; stop the script if it fails."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    print("$", " ".join(args), flush=True)
+    with open(LOGS / f"{log}.log", "w") as handle:
+        handle.write("$ " + " ".join(args) + "\n")
+        handle.flush()
+        done = subprocess.run(args, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode not in (0, 1):  # export exits 1 when an artifact is rejected; it is still benchmarked
+        sys.exit(f"{args[0]} failed with status {done.returncode}; see {LOGS / f'{log}.log'}")
+
+
+def pruned_run(source: Path, keep: float, epochs: int | None) -> Path:
+    """The source run at `keep` (the source itself at 1.0), pruned unless done."""
+    if keep == 1.0:
+        return source
+    run = source.with_name(f"{source.name}-keep{keep:g}")
+    if not (run / "model.keras").is_file():
+        sh([VGG_EDGE, "prune", str(source), "--keep", f"{keep:g}", "--out", str(run), *(["--epochs", str(epochs)] if epochs is not None else [])],
+           f"prune-{run.name}")
+    return run
+
+
+def int8_artifacts(run: Path) -> list[Path]:
+    """exported/<run>/<format>-int8 for every format, exported unless done (rejected ones are left out of the bench)."""
+    root = ROOT / "exported" / run.name
+    if not all((root / f"{f}-int8" / "manifest.json").is_file() or (root / f"{f}-int8.rejected").is_dir() for f in FORMATS):
+        sh([VGG_EDGE, "export", str(run), "--format", "all", "--int8"], f"export-{run.name}-int8")
+    return [root / f"{f}-int8" for f in FORMATS if (root / f"{f}-int8" / "manifest.json").is_file()]
+
+
+def table(runs: dict[float, Path], bench: Path) -> str:
+    """prune_curve.md: one row per keep, every int8 format's accuracy and speed beside the run's Keras figures."""
+    from vgg_edge.bench import load_bench, measurement
+
+    doc = load_bench(bench / "bench.json")
+    threads = doc["config"]["threads"][0]
+    by_run: dict[str, dict[str, dict]] = {}
+    for t in doc["targets"]:
+        if t["status"] == "ok":
+            by_run.setdefault(str(Path(t["run"]).resolve()), {})[t["format"] if t["precision"] == "int8" else "keras"] = t
+    header = ["keep", "conv GMACs", "params M", "Keras test acc", "Keras p50 ms b1"]
+    for f in FORMATS:
+        header += [f"{f} int8 gate", f"{f} int8 acc", f"{f} int8 p50 ms b1", f"{f} int8 img/s b8"]
+    lines = ["# Pruning curve: accuracy against latency, int8 in every format", "",
+             f"Produced by `.venv/bin/python benchmarks/prune_curve.py`; bench: `{doc['command']}` (full tables in prune_curve/bench.md).",
+             "Keep 1.0 is the source run as trained; the others are `vgg-edge prune --keep K` of it (activation criterion, fine-tuned on its "
+             "train split, temperature and operating point re-chosen on val). Accuracies are on the source's test split.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for keep, run in runs.items():
+        config, metrics = read_json(run / "config.json"), read_json(run / "metrics.json")
+        record = config.get("prune")
+        targets = by_run.get(str(run.resolve()), {})
+        keras = targets.get("keras")
+        cells = [f"{keep:g}", f"{record['conv_macs']['after'] / 1e9:.2f}" if record else "source", f"{record['params']['after'] / 1e6:.1f}" if record else "source",
+                 f"{metrics['accuracy']:.4f}", f"{measurement(keras, 1, threads)['latency_ms']['p50']:.1f}" if keras else "-"]
+        for f in FORMATS:
+            t = targets.get(f)
+            if t is None:
+                cells += ["rejected or missing", "-", "-", "-"]
+                continue
+            cells += [t["parity_status"] or "-", "-" if t["accuracy"] is None else f"{t['accuracy']:.4f}",
+                      f"{measurement(t, 1, threads)['latency_ms']['p50']:.1f}", f"{measurement(t, 8, threads)['throughput_ips']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "brain-mri-128-b2-bf16-flatten")
+    parser.add_argument("--keeps", default="1.0,0.7,0.5,0.3")
+    parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: prune's own)")
+    args = parser.parse_args()
+    if not (args.run / "model.keras").is_file():
+        sys.exit(f"{args.run}: missing; train it first (benchmarks/train.sh)")
+    runs = {keep: pruned_run(args.run.resolve(), keep, args.epochs) for keep in sorted((float(k) for k in args.keeps.split(",")), reverse=True)}
+    artifacts = [a for run in runs.values() for a in int8_artifacts(run)]
+    out = RESULTS / "prune_curve"
+    sh([VGG_EDGE, "bench", *map(str, artifacts), *BENCH, "--out", str(out)], "prune_curve")
+    shutil.copy(LOGS / "prune_curve.log", out / "bench.log")
+    text = table(runs, out)
+    (RESULTS / "prune_curve.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
