@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vgg_edge.bench import BenchConfig, compare, discover, load_bench, regressions, run_bench
-from vgg_edge.bench.worker import latency_stats, make_batches
+from vgg_edge.bench.worker import latency_stats, make_batches, measure_streams, throughput_mode
 from vgg_edge.cli import app, parse_ints
 from vgg_edge.errors import VggEdgeError
 from vgg_edge.manifest import read as read_manifest
@@ -73,6 +73,19 @@ def test_bench_measures_every_export_and_the_keras_baseline(bench_run, exported:
         assert t["peak_rss_mb"] > 50
     for m in measured["keras"]["measurements"]:
         assert m["vs_keras"] == {"latency_p50": 1.0, "throughput": 1.0}
+    assert doc["config"]["throughput"] is True and "--throughput" in doc["command"]
+    for t in measured.values():
+        mode = t["throughput_mode"]
+        assert mode["batch"] == 1 and mode["images"] >= 3 and mode["seconds"] > 0, t["key"]  # at least --min-runs batches
+        assert mode["images_per_s"] == pytest.approx(mode["images"] / mode["seconds"]) and mode["images_per_s"] > 0
+        assert mode["max_abs_diff"] < 1e-4, t["key"]  # each result is the latency path's for the same image
+        assert mode["vs_keras"] > 0
+    assert measured["keras"]["throughput_mode"]["vs_keras"] == 1.0
+    layout = {name: (t["throughput_mode"]["streams"], t["throughput_mode"]["threads_per_stream"]) for name, t in measured.items()}
+    assert layout["keras"] == (1, 2)  # sequential, on the latency sweep's 2 threads
+    assert layout["onnx-fp32"] == layout["tflite-fp32"] == (2, 1)  # one single-threaded stream per core of the first thread count
+    streams, threads_per_stream = layout["openvino-fp32"]  # OpenVINO's own choice, within the 2 threads it was given
+    assert measured["openvino-fp32"]["throughput_mode"]["requests"] >= streams >= 1 and streams * threads_per_stream <= 2
     for name in (f"{f}-fp32" for f in FORMATS):
         manifest = read_manifest(exported / name).manifest
         assert measured[name]["accuracy"] == manifest["parity"]["accuracy"]
@@ -106,10 +119,28 @@ def test_reports_environment_csv_markdown_and_plots(bench_run):
     unmeasured = sum(1 for t in doc["targets"] if not t["measurements"])
     assert len(rows) == measured + unmeasured
     assert all(float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows if r["status"] == "ok")
+    assert all(float(r["throughput_mode_ips"]) > 0 and int(r["throughput_mode_streams"]) >= 1 for r in rows if r["status"] == "ok")
     markdown = (out / "bench.md").read_text()
     assert "| target |" in markdown and "onnx-fp32" in markdown and env["cpu"]["model"] in markdown
+    assert "| img/s throughput mode |" in markdown and "AsyncInferQueue" in markdown
     for name in ("latency.png", "pareto.png", "throughput.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_tiny_bench_tables_show_throughput_mode_in_wide_only(bench_run):
+    from vgg_edge.bench.report import THROUGHPUT_MODE_COLUMNS, compact_rows, summary_rows
+    from vgg_edge.ui import render_table
+    from vgg_edge.bench import summary_table
+
+    _, out = bench_run
+    doc = load_bench(out / "bench.json")
+    compact = render_table(summary_table(doc), 80)
+    assert max(map(len, compact.splitlines())) <= 80 and "…" not in compact and "throughput mode" not in compact
+    assert not set(THROUGHPUT_MODE_COLUMNS) & set(compact_rows(doc)[0])
+    header, rows = summary_rows(doc)
+    assert set(THROUGHPUT_MODE_COLUMNS) <= set(header)
+    wide = render_table(summary_table(doc, wide=True), 80)
+    assert "…" not in wide and not _rows_whole(wide, rows)
 
 
 def test_fail_if_slower_exits_1_naming_the_regressions(bench_run, exported: Path):
@@ -183,6 +214,64 @@ def test_thread_counts_are_all_cores_then_one_without_repeats(monkeypatch):
     assert BenchConfig(threads=(4, 4, 1)).thread_counts() == (4, 1)
 
 
+def test_threaded_streams_run_each_entry_once_at_a_time_and_raise_its_errors():
+    import threading
+
+    import numpy as np
+
+    from vgg_edge.backends import threaded_streams
+
+    both = threading.Barrier(2, timeout=30)  # the first two calls are in flight together, or this breaks
+    lock, busy, peak = threading.Lock(), [0], [0]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with lock:
+            busy[0] += 1
+            peak[0] = max(peak[0], busy[0])
+        if x[0] < 2:
+            both.wait()
+        with lock:
+            busy[0] -= 1
+        return x * 2
+
+    streams = threaded_streams([run, run], 1)
+    done: list[np.ndarray] = []
+    for i in range(6):
+        streams.start(np.array([i]), done.append)
+    streams.wait()
+    assert sorted(int(d[0]) for d in done) == [0, 2, 4, 6, 8, 10] and peak[0] == 2
+    assert (streams.streams, streams.requests, streams.threads_per_stream) == (2, 2, 1)
+    def broken(x: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the runtime failed")
+
+    failing = threaded_streams([broken], None)
+    failing.start(np.zeros(1), done.append)
+    with pytest.raises(RuntimeError, match="the runtime failed"):  # in the caller's thread, not lost in the pool's
+        failing.wait()
+
+
+def test_throughput_mode_counts_images_and_catches_results_for_the_wrong_input():
+    import numpy as np
+
+    from vgg_edge.backends import threaded_streams
+
+    pool = np.arange(5 * 2 * 2 * 3, dtype=np.uint8).reshape(5, 2, 2, 3)
+    calls: list[int] = []
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return x.reshape(len(x), -1)[:, :2].astype(np.float32)
+
+    config = BenchConfig(min_runs=7, min_seconds=0, warmup_runs=0, warmup_seconds=0)
+    count, _, outputs = measure_streams(threaded_streams([predict] * 3, 1), make_batches(pool, 1), config)
+    assert count == 7 and len(calls) == 3 + 7 and set(outputs) == set(range(5))  # warm-up: every request's first call
+    mode = throughput_mode(threaded_streams([predict] * 3, 1), predict, pool, config)
+    assert (mode["streams"], mode["requests"], mode["threads_per_stream"], mode["batch"], mode["images"]) == (3, 3, 1, 1, 7)
+    assert mode["images_per_s"] == pytest.approx(7 / mode["seconds"]) and mode["max_abs_diff"] == 0.0
+    always_first = threaded_streams([lambda x: predict(pool[:1])] * 2, 1)
+    assert throughput_mode(always_first, predict, pool, config)["max_abs_diff"] > 0
+
+
 # ----------------------------------------------------------------------------------- output, from saved bench.json files
 # These read the committed bench results and train, export and time nothing: seconds in all.
 
@@ -205,6 +294,22 @@ def _no_baseline(doc: dict) -> dict:
 
     doc = copy.deepcopy(doc)
     doc["targets"] = [t for t in doc["targets"] if t["format"] != "keras"]
+    add_ratios(doc)
+    return doc
+
+
+def _with_throughput_mode(doc: dict) -> dict:
+    """`doc` as if throughput mode had run: 4 single-threaded streams at twice each target's batch-1 throughput."""
+    import copy
+
+    from vgg_edge.bench import add_ratios, measurement
+
+    doc = copy.deepcopy(doc)
+    for t in doc["targets"]:
+        if t["status"] == "ok":
+            ips = 2 * measurement(t, 1)["throughput_ips"]
+            t["throughput_mode"] = {"streams": 4, "requests": 4, "threads_per_stream": 1, "batch": 1, "images": round(2 * ips), "seconds": 2.0,
+                                    "images_per_s": ips, "max_abs_diff": 0.0}
     add_ratios(doc)
     return doc
 
@@ -281,6 +386,29 @@ def test_without_a_baseline_the_tables_drop_the_keras_ratios():
         assert "Keras" not in render_table(table, 120)
     assert "x Keras" not in to_markdown(doc)
     assert "x Keras p50" in to_markdown(load_bench(SAVED[0]))
+
+
+@pytest.mark.parametrize("path", SAVED, ids=lambda p: p.parent.name)
+def test_throughput_mode_joins_the_wide_table_markdown_and_csv_not_the_compact_table(path: Path):
+    from vgg_edge.bench.report import THROUGHPUT_MODE_COLUMNS, compact_rows, summary_rows, to_csv, to_markdown
+    from vgg_edge.ui import render_table
+    from vgg_edge.bench import summary_table
+
+    doc = load_bench(path)
+    with_mode = _with_throughput_mode(doc)
+    assert compact_rows(with_mode) == compact_rows(doc)
+    assert max(map(len, render_table(summary_table(with_mode), 80).splitlines())) <= 80
+    assert not set(THROUGHPUT_MODE_COLUMNS) & set(summary_rows(doc)[0])  # files from before throughput mode: no empty columns
+    header, rows = summary_rows(with_mode)
+    keras = next(row for row in rows if row[header.index("target")] == "keras")
+    assert keras[header.index("streams x threads")] == "4x1" and keras[header.index("x Keras throughput mode")] == "1.00"
+    text = render_table(summary_table(with_mode, wide=True), 120)
+    assert "…" not in text and not _rows_whole(text, rows)
+    assert "| img/s throughput mode |" in to_markdown(with_mode) and "throughput mode" not in to_markdown(doc)
+    ok = [r for r in csv.DictReader(io.StringIO(to_csv(with_mode))) if r["status"] == "ok"]
+    assert ok and all(float(r["throughput_mode_ips"]) > 0 and r["throughput_mode_streams"] == "4" for r in ok)
+    header, _ = summary_rows(_no_baseline(with_mode))
+    assert "img/s throughput mode" in header and "x Keras throughput mode" not in header
 
 
 def test_wilson_interval_matches_published_values():
@@ -367,7 +495,7 @@ def test_bench_cli_reports_only_what_it_times_on_one_line_each(tmp_path: Path, m
     spawned = []
 
     def spawn(target, config, threads, batches, images, scratch):
-        spawned.append(target.key)
+        spawned.append((target.key, threads, config.throughput))
         row = rows[target.key]
         return {"status": "ok", "threads": threads, "cold_start": row["cold_start"], "peak_rss_mb": row["peak_rss_mb"],
                 "measurements": [m for m in row["measurements"] if m["threads"] == threads and m["batch"] in batches]}
@@ -386,7 +514,8 @@ def test_bench_cli_reports_only_what_it_times_on_one_line_each(tmp_path: Path, m
     measured = [t.key for t in targets if (t.format, t.device) not in skipped]
     progress = [line for line in result.stderr.splitlines() if line.startswith("bench ")]
     assert progress == [f"bench {i}/{len(measured)} {key}" for i, key in enumerate(measured, 1)]
-    assert sorted(set(spawned)) == sorted(measured)
+    assert sorted({key for key, _, _ in spawned}) == sorted(measured)
+    assert {(threads, throughput) for _, threads, throughput in spawned} == {(2, True), (1, False)}  # throughput mode once, beside the batch sweep
     lines = result.stderr.splitlines()
     assert all(line.startswith(("bench ", "skipped ", "wrote ")) for line in lines), lines  # nothing wrapped onto a second line
     assert sum(line.startswith("skipped ") for line in lines) == 3  # CUDA, TensorRT, OpenVINO GPU: once each, after the table

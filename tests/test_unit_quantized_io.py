@@ -1,6 +1,6 @@
 """The edge runtime's input and output handling without a model file, a runtime package or TensorFlow.
 
-`_to_input` and `_from_output` are checked against quantization worked out by hand and against the
+`to_model_input` and `from_model_output` are checked against quantization worked out by hand and against the
 half-step bound of rounding; `Predictor` runs end to end on an `ArtifactInfo` built here, whose
 format row opens a fake backend (`install`), so what the model is fed and what the caller gets
 back are both visible. No conftest fixture; seconds.
@@ -20,7 +20,7 @@ from vgg_edge import formats
 from vgg_edge.backends import Backend
 from vgg_edge.errors import VggEdgeError
 from vgg_edge.manifest import ArtifactInfo
-from vgg_edge.runtime import Predictor, _from_output, _to_input
+from vgg_edge.runtime import Predictor, from_model_output, to_model_input
 
 LABELS = ["benign", "malignant", "normal"]
 SIZE = 4
@@ -77,7 +77,7 @@ def install(monkeypatch):
     ({"scale": 0.5, "zero_point": 0}, [10, 63, 64, 255], [20, 126, 127, 127]),  # 128 and 510 saturate at int8's 127
 ])
 def test_int8_inputs_worked_by_hand(quantization, pixels, expected):
-    x = _to_input(np.array(pixels, np.uint8), {"dtype": "int8", "quantization": quantization})
+    x = to_model_input(np.array(pixels, np.uint8), {"dtype": "int8", "quantization": quantization})
     assert x.dtype == np.int8 and x.tolist() == expected
 
 
@@ -86,7 +86,7 @@ def test_every_pixel_value_lands_on_the_nearest_step_or_saturates(dtype, scale, 
     """All 256 pixel values: dequantized, each is within half a step of the pixel, unless the exact code lies
     beyond the dtype's range, where it saturates at the dtype's maximum."""
     pixels = np.arange(256, dtype=np.uint8)
-    x = _to_input(pixels, {"dtype": dtype, "quantization": {"scale": scale, "zero_point": zero_point}})
+    x = to_model_input(pixels, {"dtype": dtype, "quantization": {"scale": scale, "zero_point": zero_point}})
     assert x.dtype == np.dtype(dtype)
     exact = pixels / scale + zero_point
     beyond = exact > np.iinfo(dtype).max
@@ -100,7 +100,7 @@ def test_every_pixel_value_lands_on_the_nearest_step_or_saturates(dtype, scale, 
 def test_unquantized_inputs_are_the_raw_pixels(spec):
     """Float models take 0-255 pixels (preprocessing is in the graph): never scaled, whatever else the record says."""
     pixels = np.array([[0, 7, 128, 255]], np.uint8)
-    x = _to_input(pixels, spec)
+    x = to_model_input(pixels, spec)
     assert x.dtype == np.dtype(spec["dtype"]) and x.tolist() == pixels.tolist()
 
 
@@ -111,7 +111,7 @@ def test_unquantized_inputs_are_the_raw_pixels(spec):
     (np.array([0.25, 0.75], np.float64), FLOAT, [0.25, 0.75]),
 ], ids=["int8", "uint8", "float32 output of a quantized model", "float64"])
 def test_outputs_are_dequantized_float32_probabilities(raw, spec, expected):
-    probs = _from_output(raw, spec)
+    probs = from_model_output(raw, spec)
     assert probs.dtype == np.float32 and probs == pytest.approx(expected)
 
 

@@ -100,8 +100,9 @@ def train(
     seed: int = typer.Option(_T.seed, "--seed"),
     patience: int = typer.Option(_T.patience, "--patience", help="Early-stopping patience in epochs."),
     class_weights: bool = typer.Option(_T.class_weights, "--class-weights/--no-class-weights"),
-    mixed_precision: str = typer.Option(_T.mixed_precision, "--mixed-precision", help="auto (bfloat16 where the CPU has AMX or AVX512-BF16: about 2x faster fine-tuning, measured), off, or bfloat16; the saved model is float32 either way."),
+    mixed_precision: str = typer.Option(_T.mixed_precision, "--mixed-precision", help="auto (float16 on an NVIDIA GPU with tensor cores; bfloat16 where the CPU has AMX or AVX512-BF16: about 2x faster fine-tuning, measured), off, bfloat16 or float16; the saved model is float32 either way."),
     calibrate: bool = typer.Option(_T.calibrate, "--calibrate/--no-calibrate", help="Fit a temperature on val and fold it into the model (calibrated probabilities, same decisions)."),
+    resume: bool = typer.Option(False, "--resume", help="Go on from where an interrupted run with the same settings and --out stopped (the last completed epoch)."),
     target_sensitivity: Optional[str] = typer.Option(None, "--target-sensitivity", help="CLASS=FRACTION: call CLASS whenever its probability reaches the threshold that finds FRACTION of its val images (e.g. malignant=0.95); travels into every export."),
 ) -> None:
     """Train a VGG16 classifier on a folder of labelled images and write a run directory."""
@@ -118,7 +119,7 @@ def train(
         augment=augment, views=views, augmentation=dataclasses.replace(_AUG, flip=flip),
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, patience=patience,
         class_weights=class_weights, mixed_precision=mixed_precision, calibrate=calibrate,
-        target_sensitivity=parse_target(target_sensitivity) if target_sensitivity else None,
+        target_sensitivity=parse_target(target_sensitivity) if target_sensitivity else None, resume=resume,
     )
     result = run_training(config)
     report = result.report
@@ -362,7 +363,8 @@ def command_line(paths: list[Path], config, out: Path, baseline: bool = True) ->
 
     args = ["vgg-edge", "bench", *map(str, paths), "--batch-sizes", _join_ints(config.batch_sizes), "--threads", _join_ints(config.thread_counts()),
             "--min-runs", str(config.min_runs), "--min-seconds", f"{config.min_seconds:g}", "--warmup-runs", str(config.warmup_runs),
-            "--warmup-seconds", f"{config.warmup_seconds:g}", "--images", str(config.images), *([] if baseline else ["--no-baseline"]), "--out", str(out)]
+            "--warmup-seconds", f"{config.warmup_seconds:g}", "--images", str(config.images), "--throughput" if config.throughput else "--no-throughput",
+            *([] if baseline else ["--no-baseline"]), "--out", str(out)]
     return shlex.join(args)
 
 
@@ -407,6 +409,59 @@ def serve(
     console.print("stopped: every accepted image has its result")
 
 
+def _prune_defaults():
+    """PruneConfig's own defaults (the source run gets a placeholder), so the CLI never states them a second time."""
+    from .prune import PruneConfig
+
+    return PruneConfig(run=Path())
+
+
+_PRUNE = _prune_defaults()
+
+
+@app.command(short_help="Prune VGG16 filters to a MAC budget, fine-tune, write a run.")
+def prune(
+    run: Path = typer.Argument(..., help="Run directory written by `vgg-edge train`."),
+    keep: float = typer.Option(_PRUNE.keep, "--keep", help="Fraction of the run's convolutional multiply-accumulates to keep (0.5: about half); every convolution keeps the same fraction of its filters, to the budget."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory to write (default: beside RUN, RUN-keep<KEEP>)."),
+    criterion: str = typer.Option(_PRUNE.criterion, "--criterion", help="Which filters go: activation (mean activation on train images x the weights that read it; the default) or l1 (kernel norm)."),
+    samples: int = typer.Option(_PRUNE.samples, "--samples", help="activation: train images the filters are ranked on."),
+    round_to: int = typer.Option(_PRUNE.round_to, "--round-to", help="Every convolution keeps a multiple of this many filters (SIMD-friendly widths)."),
+    epochs: int = typer.Option(_PRUNE.epochs, "--epochs", help="Fine-tuning epochs at most (early stopping on val loss; 0: none)."),
+    learning_rate: float = typer.Option(_PRUNE.learning_rate, "--lr", help="Adam learning rate of the fine-tuning."),
+    patience: int = typer.Option(_PRUNE.patience, "--patience", help="Early-stopping patience in epochs."),
+    batch_size: int = typer.Option(_PRUNE.batch_size, "--batch-size"),
+    seed: int = typer.Option(_PRUNE.seed, "--seed"),
+) -> None:
+    """Prune a trained run's VGG16 filters to a MAC budget, fine-tune and recalibrate on its splits, and write a new run."""
+    from .prune import PruneConfig, prune as run_prune
+
+    config = PruneConfig(run=run, out=out, keep=keep, criterion=criterion, samples=samples, round_to=round_to, epochs=epochs,
+                         learning_rate=learning_rate, patience=patience, batch_size=batch_size, seed=seed)
+    result = run_prune(config)
+    report = result.report
+    kept = report["selection"]["kept"]
+    tuned = f"fine-tuned, kept epoch {kept['best_epoch']} by val loss" if kept else "not fine-tuned"
+    console.print(f"[green]pruned[/] {escape(str(run))} -> {escape(str(result.run))}  (criterion {config.criterion}; {tuned}; "
+                  f"{report['timings']['total_s']:.0f} s)", soft_wrap=True)
+    table = Table(title=f"keep {config.keep:g} of the convolutional MACs (test figures on the same split)")
+    for column in ("", "before", "after", "change"):
+        table.add_column(column, justify="left" if not column else "right")
+    for what, (before, after) in report["before_after"].items():
+        if what in ("conv MACs", "parameters"):
+            table.add_row(what, f"{before / 1e6:.1f}M", f"{after / 1e6:.1f}M", f"x{after / before:.3f}")
+        else:  # accuracies and sensitivities; the source's are what it recorded, absent for older runs
+            cells = ["-" if v is None else f"{v:.4f}" for v in (before, after)]
+            table.add_row(escape(what), *cells, "-" if before is None or after is None else f"{100 * (after - before):+.2f} pp")
+    print_table(table)
+    widths = " ".join(f"{f['before']}->{f['after']}" for f in report["prune"]["filters"].values())
+    console.print(f"filters per convolution (block1_conv1 ... block5_conv3): {widths}", soft_wrap=True)
+    print_table(metrics_table(result.metrics, "pruned, test split"))
+    if "operating_point" in result.metrics:
+        print_table(metrics_table(result.metrics["operating_point"]["metrics"], "pruned, test split at the operating point"))
+    console.print(f"next: vgg-edge export {result.run} --format all --int8", soft_wrap=True)
+
+
 @app.command(short_help="Time every export in every runtime.")
 def bench(
     paths: list[Path] = typer.Argument(..., help="exported/<run> (every artifact in it), artifact folders, and/or run directories (their Keras model is the baseline)."),
@@ -417,11 +472,12 @@ def bench(
     warmup_runs: int = typer.Option(_BENCH.warmup_runs, "--warmup-runs"),
     warmup_seconds: float = typer.Option(_BENCH.warmup_seconds, "--warmup-seconds"),
     images: int = typer.Option(_BENCH.images, "--images", help="Test-split images used as inputs."),
+    throughput: bool = typer.Option(_BENCH.throughput, "--throughput/--no-throughput", help="After the batch sweep, measure throughput mode: batch 1 on several streams at once, as OpenVINO's benchmark_app -hint throughput (--warmup-seconds + --min-seconds more per target)."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Time each source run's Keras model (tf.function) as the baseline of the ratios."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for bench.json/csv/md and the plots (default: exported/<run>/bench)."),
     compare_with: Optional[Path] = typer.Option(None, "--compare", help="An earlier bench.json: print new/old ratios of median latency and throughput."),
     fail_if_slower: Optional[float] = typer.Option(None, "--fail-if-slower", help="With --compare: exit 1 if a median latency grew by more than this ratio (1.10: 10%)."),
-    wide: bool = typer.Option(False, "--wide", help="Print every column (p90/p99, size, cold start, RSS, each batch size and thread count, as in bench.md; about 150-200 characters wide) instead of the 80-column summary."),
+    wide: bool = typer.Option(False, "--wide", help="Print every column (p90/p99, size, cold start, RSS, each batch size and thread count, throughput mode, as in bench.md; about 150-200 characters wide) instead of the 80-column summary."),
 ) -> None:
     """Latency percentiles and throughput of every export in every runtime, beside its accuracy; each runtime in its own process."""
     from .bench import BenchConfig, compare, discover, load_bench, output_files, regressions, run_bench, summary_table, unmeasured
@@ -433,7 +489,7 @@ def bench(
     old = load_bench(compare_with) if compare_with else None
     config = BenchConfig(
         batch_sizes=parse_ints(batch_sizes, "--batch-sizes"), threads=parse_ints(threads, "--threads") if threads else (),
-        min_runs=min_runs, min_seconds=min_seconds, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds, images=images,
+        min_runs=min_runs, min_seconds=min_seconds, warmup_runs=warmup_runs, warmup_seconds=warmup_seconds, images=images, throughput=throughput,
     )
     targets = discover(paths, baseline=baseline)
     out = out or Path("exported") / Path(targets[0].run).resolve().name / "bench"

@@ -34,6 +34,7 @@ class Format:
     exporter: str  # "module:Class" of the converter; imported only when exporting
     open: Callable[..., backends.Backend] | None  # (model path, threads, device) -> Backend
     unavailable: Callable[[str], str | None]  # device -> why this runtime cannot use it here, or None
+    streams: Callable[..., backends.Streams] | None  # (model path, cores, device) -> Streams, for bench's throughput mode
 
     def make_exporter(self) -> Exporter:
         module, name = self.exporter.split(":")
@@ -53,15 +54,15 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f for f in (
         Format("tflite", "model.tflite", "ai_edge_litert", "ai-edge-litert", "tflite", ("CPU",),
-               "vgg_edge.export.tflite:TfliteExporter", backends.litert, backends.litert_unavailable),
+               "vgg_edge.export.tflite:TfliteExporter", backends.litert, backends.litert_unavailable, backends.litert_streams),
         Format("onnx", "model.onnx", "onnxruntime", "onnxruntime", "onnx", ("CPU", "CUDA", "TensorRT"),
-               "vgg_edge.export.onnx:OnnxExporter", backends.onnxruntime, backends.onnxruntime_unavailable),
+               "vgg_edge.export.onnx:OnnxExporter", backends.onnxruntime, backends.onnxruntime_unavailable, backends.onnxruntime_streams),
         Format("openvino", "model.xml", "openvino", "openvino", "openvino", ("CPU", "GPU"),
-               "vgg_edge.export.openvino:OpenvinoExporter", backends.openvino, backends.openvino_unavailable),
+               "vgg_edge.export.openvino:OpenvinoExporter", backends.openvino, backends.openvino_unavailable, backends.openvino_streams),
     )
 }
 
-KERAS = Format("keras", "model.keras", "tensorflow", "tensorflow", "full", ("CPU",), "", None, backends.keras_unavailable)
+KERAS = Format("keras", "model.keras", "tensorflow", "tensorflow", "full", ("CPU",), "", None, backends.keras_unavailable, None)
 
 #: Every runtime bench can time: the export formats and the Keras baseline.
 RUNTIMES: dict[str, Format] = {KERAS.name: KERAS, **FORMATS}

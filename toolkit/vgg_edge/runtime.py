@@ -69,8 +69,8 @@ class Predictor:
         expected = (self.image_size, self.image_size, 3)
         if tuple(pixels.shape[1:]) != expected:
             raise VggEdgeError(f"input of shape {tuple(pixels.shape[1:])}, the model needs {expected}")
-        x = _to_input(pixels, self.info.input)
-        return _from_output(np.asarray(self._run(x)), self.info.output)
+        x = to_model_input(pixels, self.info.input)
+        return from_model_output(np.asarray(self._run(x)), self.info.output)
 
     def read(self, path: str | os.PathLike) -> np.ndarray:
         """Decode one file exactly as training did."""
@@ -129,7 +129,7 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], dict[
     return files, failures, skipped
 
 
-def _to_input(pixels: np.ndarray, spec: dict) -> np.ndarray:
+def to_model_input(pixels: np.ndarray, spec: dict) -> np.ndarray:
     """Raw 0-255 pixels to the model's input dtype; integer inputs are quantized with the model's own scale."""
     dtype = np.dtype(spec["dtype"])
     if dtype == np.float32:
@@ -141,7 +141,7 @@ def _to_input(pixels: np.ndarray, spec: dict) -> np.ndarray:
     return np.clip(np.round(pixels.astype(np.float32) / q["scale"] + q["zero_point"]), info.min, info.max).astype(dtype)
 
 
-def _from_output(raw: np.ndarray, spec: dict) -> np.ndarray:
+def from_model_output(raw: np.ndarray, spec: dict) -> np.ndarray:
     q = spec.get("quantization")
     if q and raw.dtype != np.float32:
         return ((raw.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)

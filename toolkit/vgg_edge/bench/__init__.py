@@ -11,7 +11,11 @@ Per process: import, load and first inference are timed apart (cold start); then
 warm-up by count *and* seconds, and timed runs until both a minimum count and a minimum duration
 are reached. Latency is per call (one batch); throughput is images per wall-clock second.
 The first thread count gets the whole batch sweep, every other thread count batch 1 (the thread
-sweep). Absent runtimes and devices are found before any timing (package lookups, and one probe
+sweep). After its batch sweep, the first thread count's process measures throughput mode
+(`BenchConfig.throughput`, on by default) as OpenVINO's `benchmark_app -hint throughput` does:
+batch 1 on several streams at once, chosen by the runtime (OpenVINO's THROUGHPUT hint, kept busy
+through an AsyncInferQueue) or one single-threaded stream per core (ONNX Runtime, LiteRT); the
+Keras baseline stays sequential. Absent runtimes and devices are found before any timing (package lookups, and one probe
 process asking the runtimes for their GPU devices) and are not timed; bench.json and bench.csv keep
 them as rows with status "skipped" and the reason, the terminal and bench.md as one line each.
 

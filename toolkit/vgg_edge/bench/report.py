@@ -45,11 +45,13 @@ def write_outputs(doc: dict, out: Path) -> list[str]:
 
 CSV_COLUMNS = ("run", "name", "format", "precision", "gate", "runtime", "device", "status", "reason", "threads", "batch", "runs",
                "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "std_ms", "throughput_ips",
-               "latency_vs_keras", "throughput_vs_keras", "accuracy", "accuracy_drop_pp", "size_bytes", "cold_start_s", "peak_rss_mb")
+               "latency_vs_keras", "throughput_vs_keras", "throughput_mode_ips", "throughput_mode_vs_keras", "throughput_mode_streams",
+               "throughput_mode_requests", "throughput_mode_threads_per_stream", "accuracy", "accuracy_drop_pp", "size_bytes", "cold_start_s", "peak_rss_mb")
 
 
 def to_csv(doc: dict) -> str:
-    """One row per (target, threads, batch); skipped and failed targets get one row with their reason."""
+    """One row per (target, threads, batch); skipped and failed targets get one row with their reason.
+    Like accuracy and size, the throughput-mode figures belong to the target and repeat on each of its rows."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -58,6 +60,9 @@ def to_csv(doc: dict) -> str:
                   "device": t["device"], "status": t["status"], "reason": t["reason"] or "", "accuracy": t["accuracy"],
                   "accuracy_drop_pp": t["accuracy_drop_pp"], "size_bytes": t["size_bytes"], "peak_rss_mb": t["peak_rss_mb"],
                   "cold_start_s": t["cold_start"]["total_s"] if t["cold_start"] else None}
+        if mode := t.get("throughput_mode"):
+            common.update(throughput_mode_ips=mode["images_per_s"], throughput_mode_vs_keras=mode.get("vs_keras"), throughput_mode_streams=mode["streams"],
+                          throughput_mode_requests=mode["requests"], throughput_mode_threads_per_stream=mode["threads_per_stream"])
         for m in t["measurements"] or [None]:
             row = dict(common)
             if m:
@@ -70,6 +75,17 @@ def to_csv(doc: dict) -> str:
     return buffer.getvalue()
 
 
+THROUGHPUT_MODE_COLUMNS = ("img/s throughput mode", "streams x threads", "x Keras throughput mode")
+
+
+def _throughput_mode_cells(mode: dict | None) -> list[str]:
+    """The THROUGHPUT_MODE_COLUMNS of one target: images/s, streams x threads per stream (streams alone where the runtime does not say), ratio to Keras."""
+    if not mode:
+        return ["-", "-", "-"]
+    layout = f"{mode['streams']}x{mode['threads_per_stream']}" if mode["threads_per_stream"] else str(mode["streams"])
+    return [_fmt(mode["images_per_s"], ".1f"), layout, _fmt(mode.get("vs_keras"), ".2f")]
+
+
 def summary_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     """The comparison table of the measured targets (primary thread count): the terminal table and bench.md."""
     batches = doc["config"]["batch_sizes"]
@@ -77,7 +93,8 @@ def summary_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     several_runs = len({t["run"] for t in doc["targets"]}) > 1
     header = [*(["run"] if several_runs else []), "target", "runtime", "device", "gate", "accuracy", "drop pp", "size MB",
               "cold s", "RSS MB", f"p50 ms b{batches[0]}", "p90 ms", "p99 ms", "x Keras p50",
-              *(f"img/s b{b}" for b in batches), f"x Keras img/s b{batches[-1]}", *(f"p50 ms b1 {n} thr" for n in threads[1:])]
+              *(f"img/s b{b}" for b in batches), f"x Keras img/s b{batches[-1]}", *THROUGHPUT_MODE_COLUMNS,
+              *(f"p50 ms b1 {n} thr" for n in threads[1:])]
     rows = []
     for t in doc["targets"]:
         if t["status"] != "ok":
@@ -90,11 +107,13 @@ def summary_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
             _fmt(t["cold_start"]["total_s"], ".2f"), _fmt(t["peak_rss_mb"], ".0f"),
             *(_fmt(first["latency_ms"][p], ".2f") for p in ("p50", "p90", "p99")), _fmt((first["vs_keras"] or {}).get("latency_p50"), ".2f"),
             *(_fmt(measurement(t, b, threads[0])["throughput_ips"], ".1f") for b in batches), _fmt((last["vs_keras"] or {}).get("throughput"), ".2f"),
+            *_throughput_mode_cells(t.get("throughput_mode")),
             *(_fmt(measurement(t, 1, n)["latency_ms"]["p50"], ".2f") for n in threads[1:]),
         ])
-    if not has_baseline(doc):  # every ratio would be "-": leave the columns out
-        return _columns(header, rows, [c for c in header if not c.startswith("x Keras")])
-    return header, rows
+    empty = [] if has_baseline(doc) else [c for c in header if c.startswith("x Keras")]
+    if not has_throughput_mode(doc):
+        empty += THROUGHPUT_MODE_COLUMNS
+    return _columns(header, rows, [c for c in header if c not in empty])  # a column that would be all "-" is left out
 
 
 def compact_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
@@ -141,6 +160,11 @@ def accuracy_interval(target: dict, confidence: float = 0.95) -> tuple[float, fl
     if not n or accuracy is None:
         return None
     return wilson_interval(round(accuracy * n), n, confidence)
+
+
+def has_throughput_mode(doc: dict) -> bool:
+    """Whether throughput mode was measured (not with --no-throughput, nor in bench.json files older than it)."""
+    return any(t.get("throughput_mode") for t in doc["targets"])
 
 
 def has_baseline(doc: dict) -> bool:
@@ -211,7 +235,13 @@ def to_markdown(doc: dict) -> str:
         f"{config['images']} test-split images as inputs; each target in its own process. Latency is per call (one batch); "
         + ("ratios are against the Keras baseline of the same run measured in this bench (a tf.function over model(x, training=False), "
            "like the edge runtimes timed from uint8 pixels to probabilities)." if has_baseline(doc) else
-           "no Keras baseline was measured in this bench (--no-baseline, or it did not run), so there are no ratios to it."), "",
+           "no Keras baseline was measured in this bench (--no-baseline, or it did not run), so there are no ratios to it.")
+        + (" Throughput mode (img/s throughput mode), as OpenVINO's benchmark_app -hint throughput measures it: after the batch sweep, "
+           f"batch 1 on several streams at once over {config['threads'][0]} threads, same warm-up and minimum runs and seconds, "
+           "images completed over wall time; OpenVINO compiled with PERFORMANCE_HINT THROUGHPUT, its OPTIMAL_NUMBER_OF_INFER_REQUESTS "
+           f"kept busy through an AsyncInferQueue; ONNX Runtime one session called from {config['threads'][0]} threads, 1 intra-op thread each; "
+           f"LiteRT {config['threads'][0]} single-threaded interpreters, one per thread; the Keras baseline sequential (one stream: "
+           "TensorFlow's thread pools belong to the process)." if has_throughput_mode(doc) else ""), "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
         *("| " + " | ".join(row) + " |" for row in rows), "",

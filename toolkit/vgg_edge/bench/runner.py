@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,6 +41,9 @@ class BenchConfig:
     warmup_runs: int = 3
     warmup_seconds: float = 1.0
     images: int = 64  # test-split images cycled through as inputs
+    # Throughput mode after the batch sweep: batch 1 on several streams at once (worker.throughput_mode). On by
+    # default: one more warm-up and timed period per target (3 s at these defaults) plus opening the model again.
+    throughput: bool = True
 
     def check(self) -> None:
         """Refuse settings that cannot measure anything, in one line naming the option (the CLI passes them through)."""
@@ -97,14 +100,15 @@ def run_bench(targets: list[Target], config: BenchConfig, out: Path, command: st
                 on_target(target, started, total)
             for i, count in enumerate(threads):
                 batches = config.batch_sizes if i == 0 else (1,)
-                result = _spawn(target, config, count, batches, pools[(target.run, target.image_size)], Path(scratch))
+                sweep = config if i == 0 else replace(config, throughput=False)  # throughput mode once, beside the batch sweep
+                result = _spawn(target, sweep, count, batches, pools[(target.run, target.image_size)], Path(scratch))
                 if result["status"] != "ok":
                     row.update(status=result["status"], reason=result["reason"])
                     if result["status"] == "skipped":
                         absent[(target.format, target.device)] = result["reason"]
                     break
                 if i == 0:
-                    row.update(cold_start=result["cold_start"], peak_rss_mb=result["peak_rss_mb"])
+                    row.update(cold_start=result["cold_start"], peak_rss_mb=result["peak_rss_mb"], throughput_mode=result.get("throughput_mode"))
                 row["measurements"].extend(result["measurements"])
             report.targets.append(row)
     doc = report.to_json()
@@ -148,7 +152,7 @@ def absent_runtimes(targets: list[Target], scratch: Path) -> dict[tuple[str, str
 def _describe(target: Target) -> dict:
     """Everything about a target that is known before timing it: manifest facts, size, hashes, accuracy."""
     row = {**asdict(target), "key": target.key, "runtime": target.runtime, "status": "ok", "reason": None,
-           "cold_start": None, "peak_rss_mb": None, "measurements": []}
+           "cold_start": None, "peak_rss_mb": None, "measurements": [], "throughput_mode": None}
     if target.format == "keras":
         run = RunDir.open(target.path)
         model, recorded = run.model_path, run.metrics
@@ -194,8 +198,10 @@ def _spawn(target: Target, config: BenchConfig, threads: int, batches: tuple[int
 
 
 def add_ratios(doc: dict) -> None:
-    """Each measurement's median latency and throughput relative to its run's Keras baseline, same threads and batch."""
+    """Each measurement's median latency and throughput relative to its run's Keras baseline, same threads and batch;
+    and each throughput-mode figure relative to the Keras one (which ran sequentially)."""
     baselines = {(t["run"], m["threads"], m["batch"]): m for t in doc["targets"] if t["format"] == "keras" for m in t["measurements"]}
+    modes = {t["run"]: t["throughput_mode"] for t in doc["targets"] if t["format"] == "keras" and t.get("throughput_mode")}
     for target in doc["targets"]:
         for m in target["measurements"]:
             base = baselines.get((target["run"], m["threads"], m["batch"]))
@@ -203,3 +209,6 @@ def add_ratios(doc: dict) -> None:
                 "latency_p50": m["latency_ms"]["p50"] / base["latency_ms"]["p50"],
                 "throughput": m["throughput_ips"] / base["throughput_ips"],
             }
+        if mode := target.get("throughput_mode"):
+            base = modes.get(target["run"])
+            mode["vs_keras"] = None if base is None else mode["images_per_s"] / base["images_per_s"]

@@ -3,6 +3,11 @@
 Started by the runner as `python -m vgg_edge.bench.worker JOB.json RESULT.json`, so that each
 runtime's imports, thread pools and memory (peak RSS is reported) are its own. Nothing in the
 parent imports this module.
+
+With `BenchConfig.throughput`, the worker of the first thread count then measures throughput
+mode, after the latency sweep and its peak RSS: the model opened again by its format's `streams`
+backend (batch 1 on several streams at once, as OpenVINO's `benchmark_app -hint throughput` runs),
+fed the same images through the same uint8 conversions as `Predictor.predict`.
 """
 
 from __future__ import annotations
@@ -10,10 +15,14 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from .. import manifest
+from ..backends import Streams, threaded_streams
 from ..errors import VggEdgeError
 from ..fileio import read_json, write_json
 from ..formats import RUNTIMES
@@ -22,6 +31,7 @@ from .discovery import Target
 from .runner import BenchConfig, not_installed
 
 PERCENTILES = (50, 90, 95, 99)
+THROUGHPUT_BATCH = 1  # throughput mode fills the cores with streams, not batches, as benchmark_app does on a batch-1 model
 
 
 def measure(call, batches: list[np.ndarray], config: BenchConfig) -> tuple[np.ndarray, float]:
@@ -46,6 +56,41 @@ def latency_stats(seconds: np.ndarray) -> dict[str, float]:
     stats = {f"p{p}": float(v) for p, v in zip(PERCENTILES, np.percentile(ms, PERCENTILES))}
     stats.update(min=float(ms.min()), max=float(ms.max()), mean=float(ms.mean()), std=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0)
     return stats
+
+
+def measure_streams(streams: Streams, batches: list[np.ndarray], config: BenchConfig) -> tuple[int, float, dict[int, np.ndarray]]:
+    """Warm up, then start `batches` in turn, every request kept busy, until both a minimum count and duration are reached.
+
+    Returns the batches timed, their wall time (the last ones' drain included, as benchmark_app
+    counts it) and the last output of each batch index.
+    """
+    outputs: dict[int, np.ndarray] = {}
+
+    def run(at_least: int, seconds: float) -> tuple[int, float]:
+        began, n = time.perf_counter(), 0
+        while n < at_least or time.perf_counter() - began < seconds:
+            j = n % len(batches)
+            streams.start(batches[j], lambda probs, j=j: outputs.__setitem__(j, probs))
+            n += 1
+        streams.wait()
+        return n, time.perf_counter() - began
+
+    run(max(config.warmup_runs, streams.requests), config.warmup_seconds)  # every request's first inference among them
+    n, wall = run(config.min_runs, config.min_seconds)
+    return n, wall, outputs
+
+
+def throughput_mode(streams: Streams, predict: Callable[[np.ndarray], np.ndarray], pixels: np.ndarray, config: BenchConfig) -> dict:
+    """The throughput-mode record: images per wall-clock second with every stream busy, and how the runtime ran them.
+
+    `max_abs_diff` is the largest difference from `predict` (the latency sweep's path) on the same
+    batches: near 0 unless results came back for the wrong inputs.
+    """
+    batches = make_batches(pixels, THROUGHPUT_BATCH)
+    n, wall, outputs = measure_streams(streams, batches, config)
+    return {"streams": streams.streams, "requests": streams.requests, "threads_per_stream": streams.threads_per_stream,
+            "batch": THROUGHPUT_BATCH, "images": n * THROUGHPUT_BATCH, "seconds": wall, "images_per_s": n * THROUGHPUT_BATCH / wall,
+            "max_abs_diff": max(float(np.abs(probs - predict(batches[j])).max()) for j, probs in outputs.items())}
 
 
 def make_batches(pixels: np.ndarray, batch: int) -> list[np.ndarray]:
@@ -85,6 +130,25 @@ def _open(target: Target, threads: int):
     from ..runtime import load_artifact
 
     return load_artifact(target.path, threads=threads, device=target.device, allow_rejected=True).predict
+
+
+def _open_streams(target: Target, threads: int, predict: Callable[[np.ndarray], np.ndarray]) -> Streams:
+    """The target opened for throughput mode on `threads` cores, taking uint8 pixels to probabilities like `predict`.
+
+    Keras stays sequential, one stream of `threads` threads over the latency sweep's `predict`:
+    TensorFlow's thread pools belong to the process, so streams could not get threads of their own.
+    """
+    from ..runtime import from_model_output, to_model_input  # Predictor.predict's own conversions
+
+    if target.format == "keras":
+        return threaded_streams([predict], threads)
+    info = manifest.read(target.path, verify=False)  # verified when the latency sweep loaded it
+    streams = info.spec.streams(info.model_path, threads, target.device)
+
+    def start(pixels: np.ndarray, done: Callable[[np.ndarray], None]) -> None:
+        streams.start(to_model_input(pixels, info.input), lambda raw: done(from_model_output(np.asarray(raw), info.output)))
+
+    return replace(streams, start=start)
 
 
 def _import_runtime(target: Target) -> None:
@@ -131,6 +195,8 @@ def run_worker(job_path: Path, result_path: Path) -> None:
             "samples_ms": [round(s * 1000.0, 4) for s in seconds],
         })
     result.update(measurements=measurements, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
+    if config.throughput:
+        result["throughput_mode"] = throughput_mode(_open_streams(target, threads, predict), predict, pixels, config)
     write_json(result_path, result)
 
 
