@@ -38,7 +38,9 @@ def vgg_edge(*args: str | Path, timeout: int = 300) -> subprocess.CompletedProce
 def interrupt_after(args: list, marker: str, log: Path, timeout: float = 240, env: dict | None = None) -> tuple[int, str]:
     """Start `vgg-edge ARGS`, send SIGINT (Ctrl-C) once `marker` appears in its stderr, return (status, stderr)."""
     with open(log, "w") as err:
-        proc = subprocess.Popen([str(VGG_EDGE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=err, env=env)
+        # SIGINT back to its default: a shell that started the test run in the background may have set it to ignored
+        proc = subprocess.Popen([str(VGG_EDGE), *map(str, args)], stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + timeout
         while marker not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)

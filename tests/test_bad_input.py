@@ -104,7 +104,8 @@ def test_ctrl_c_during_train_keeps_previous_run(previous_run, tmp_path):
     )
     assert status == 130 and "Traceback" not in stderr, stderr
     assert snapshot(previous_run) == before  # model.keras and every other file byte-identical
-    assert leftovers(previous_run.parent, {previous_run.name}) == []
+    # what --resume goes on from, beside the run and hidden; no half-written run directory
+    assert leftovers(previous_run.parent, {previous_run.name}) == [f".{previous_run.name}.resume"]
 
 
 def test_model_loading_never_unpickles(previous_run):

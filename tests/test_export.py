@@ -182,7 +182,8 @@ def test_unprovable_int8_bound_is_refused_under_require_proof_and_the_good_artif
     rejected = rejected_name(good)
     report = json.loads((rejected / "manifest.json").read_text())
     assert report["status"] == "rejected" and report["gate"]["bounds"]["max_drop_pp"] == 0.0 and report["gate"]["bounds"]["require_proof"]
-    assert report["gate"]["failures"] and all(f.startswith("unproven (--require-proof)") for f in report["gate"]["failures"])
+    # under a zero margin every figure either shows a drop or cannot show its absence: rejected either way
+    assert report["gate"]["failures"] and all(f.startswith("unproven (--require-proof)") or "worse than the 0 pp margin" in f for f in report["gate"]["failures"])
     assert "rejected" in run.output
     # the toolchain's own settings first, then the layers ranked by the diagnosis, 1, 2, 4, ... of them in float
     static = [a.name for a in FORMATS["onnx"].make_exporter().attempts("int8", 0.0)]

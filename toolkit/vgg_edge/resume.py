@@ -76,9 +76,15 @@ class TrainingCheckpoint:
         """Where phase `index` keeps its state; a state that a kill left unreadable is cleared, so the phase starts over."""
         folder = self.folder / f"phase{index}"
         backup = folder / "backup"
-        if backup.is_dir() and not any(_readable(backup / name) for name in ("latest.weights.h5", "latest.weights.h5.bkp")):
-            console.print(f"[yellow]{folder.name}[/]: its last backup was cut short by the interruption; the phase starts over", soft_wrap=True)
-            shutil.rmtree(folder)
+        latest = (backup / "latest.weights.h5", backup / "training_metadata.json")
+        previous = tuple(path.with_name(path.name + ".bkp") for path in latest)  # BackupAndRestore's double checkpoint
+        if backup.is_dir() and not _complete(*latest):
+            if _complete(*previous):  # the kill cut the latest save short: go on from the one before
+                for old, new in zip(previous, latest):
+                    shutil.copyfile(old, new)
+            else:
+                console.print(f"[yellow]{folder.name}[/]: its only backup was cut short by the interruption; the phase starts over", soft_wrap=True)
+                shutil.rmtree(folder)
         return folder
 
     def finish(self) -> None:
@@ -97,14 +103,16 @@ def set_seed_states(model, states: list[list[int]]) -> None:
         variable.assign(np.asarray(state, dtype=variable.dtype))
 
 
-def _readable(weights: Path) -> bool:
-    """Whether a Keras weights file opens (a kill while BackupAndRestore writes one leaves it truncated)."""
+def _complete(weights: Path, metadata: Path) -> bool:
+    """Whether a BackupAndRestore save is whole: BackupAndRestore writes its files in place, so a kill in the
+    middle leaves a truncated weights file or an empty metadata file."""
     import h5py
 
     try:
         with h5py.File(weights, "r"):
-            return True
-    except OSError:
+            pass
+        return isinstance(json.loads(metadata.read_text()).get("epoch"), int)
+    except (OSError, ValueError, AttributeError):
         return False
 
 

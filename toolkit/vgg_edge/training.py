@@ -147,8 +147,12 @@ def train(config: TrainConfig) -> TrainResult:
 
     labels = manifest.labels
     checkpoint = TrainingCheckpoint(Path(config.out), {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"}, config.resume)
-    with dtype_policy(MIXED_POLICIES[precision]):
-        model, fit, timings, cache = _fit(config, weights, len(labels), streams, MIXED_POLICIES[precision], checkpoint)
+    try:
+        with dtype_policy(MIXED_POLICIES[precision]):
+            model, fit, timings, cache = _fit(config, weights, len(labels), streams, MIXED_POLICIES[precision], checkpoint)
+    except VggEdgeError:  # bad data: nothing to resume (a crash or Ctrl-C keeps the folder for --resume)
+        checkpoint.finish()
+        raise
     if precision != "off":
         model = _float32_copy(model, config, len(labels))
 
@@ -229,6 +233,7 @@ def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: d
         for stream in (train, val):  # one pass to find the files that do not decode, before any epoch
             for _ in stream.batches(config.batch_size, f"check {stream.split}"):
                 pass
+        drop_unreadable(train.manifest, {**train.failures, **val.failures})  # a class left without images stops here
         trainer = augmenting(model, config.augmentation, config.seed)
         sources = {"train": _DecodedImages(train), "val": _DecodedImages(val)}
         set_trainable(model, first_block=6)
@@ -243,6 +248,7 @@ def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: d
     t = time.perf_counter()
     stores, cache = _cached_features(config, weights, prefix, suffix, streams, policy)
     timings["feature_extraction_s"] = time.perf_counter() - t
+    drop_unreadable(train.manifest, {**train.failures, **val.failures})  # a class left without images stops here, before training
     set_trainable(model, first_block=6)
     if blocks:
         _, head = split_at(suffix, "block5_pool")
