@@ -31,7 +31,7 @@ def test_sigkill_during_fine_tuning_then_resume_gives_the_uninterrupted_model(ji
     whole = train(settings(jittered, tmp_path / "whole"))
 
     out = tmp_path / "killed"
-    state = out.parent / f".{out.name}.resume" / "phase1" / "backup" / "training_metadata.json"  # a fine-tuning epoch is backed up
+    state = out.parent / f".{out.name}.resume" / "phase1" / "checkpoint" / "checkpoint"  # a fine-tuning epoch is saved
     proc = subprocess.Popen([sys.executable, "-m", "vgg_edge", "train", "--data", str(jittered), "--out", str(out), *ARGS],
                             env={**os.environ, "VGG_EDGE_CACHE": str(tmp_path / "cache")}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

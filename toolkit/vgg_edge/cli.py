@@ -104,6 +104,7 @@ def train(
     calibrate: bool = typer.Option(_T.calibrate, "--calibrate/--no-calibrate", help="Fit a temperature on val and fold it into the model (calibrated probabilities, same decisions)."),
     resume: bool = typer.Option(False, "--resume", help="Go on from where an interrupted run with the same settings and --out stopped (the last completed epoch)."),
     target_sensitivity: Optional[str] = typer.Option(None, "--target-sensitivity", help="CLASS=FRACTION: call CLASS whenever its probability reaches the threshold that finds FRACTION of its val images (e.g. malignant=0.95); travels into every export."),
+    strategy: str = typer.Option(_T.strategy, "--strategy", help="auto, one (one device), mirrored (the local GPUs) or multi-worker (the machines TF_CONFIG names; run the same command on each). auto: multi-worker under a TF_CONFIG cluster, mirrored with 2+ GPUs, else one."),
 ) -> None:
     """Train a VGG16 classifier on a folder of labelled images and write a run directory."""
     import dataclasses
@@ -119,9 +120,11 @@ def train(
         augment=augment, views=views, augmentation=dataclasses.replace(_AUG, flip=flip),
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, patience=patience,
         class_weights=class_weights, mixed_precision=mixed_precision, calibrate=calibrate,
-        target_sensitivity=parse_target(target_sensitivity) if target_sensitivity else None, resume=resume,
+        target_sensitivity=parse_target(target_sensitivity) if target_sensitivity else None, resume=resume, strategy=strategy,
     )
     result = run_training(config)
+    if result is None:  # a worker other than the chief: it has said so
+        return
     report = result.report
     sizes = "  ".join(f"{split} {sum(c.values())}" for split, c in report["counts"].items())
     kept = report["selection"]["kept"]

@@ -192,13 +192,14 @@ def extract(model, stream: SplitStream, views: int, batch_size: int, folder: Pat
     overflows float16 raises OverflowError (the caller extracts again as float32)."""
     shape = tuple(int(d) for d in model.output_shape[1:])
     store = None
+    forward = _forward(model)
     augmenters = {v: transform(v) for v in range(1, views)} if transform else {}
     for rows, pixels in stream.batches(batch_size, f"frozen features {stream.split}, {views} view{'s' if views > 1 else ''}"):
         if not len(rows):
             continue
         batch = pixels.astype(np.float32)
-        outputs = [np.asarray(model.predict_on_batch(batch)).astype(np.float32)]
-        outputs += [np.asarray(model.predict_on_batch(np.asarray(augmenters[v](batch, training=True)))).astype(np.float32) for v in range(1, views)]
+        outputs = [np.asarray(forward(batch)).astype(np.float32)]
+        outputs += [np.asarray(forward(np.asarray(augmenters[v](batch, training=True)))).astype(np.float32) for v in range(1, views)]
         if store is None:
             near = max(float(np.abs(o).max()) for o in outputs) >= np.finfo(np.float16).max / 8
             store = FeatureStore(folder, name, views, len(stream), shape, dtype or (np.float32 if near else np.float16))
@@ -218,11 +219,20 @@ def transform_store(model, source: FeatureStore, name: str, batch_size: int) -> 
     shape = tuple(int(d) for d in model.output_shape[1:])
     store = FeatureStore(source.folder, name, source.views, source.n, shape, source.dtype)
     store.create()
+    forward = _forward(model)
     with progress(f"frozen blocks {name}", source.views * source.n) as advance:
         for view in range(source.views):
             for start in range(0, source.n, batch_size):
                 rows = np.arange(start, min(start + batch_size, source.n))
-                out = np.asarray(model.predict_on_batch(source.read(np.full(len(rows), view), rows))).astype(np.float32)
+                out = np.asarray(forward(source.read(np.full(len(rows), view), rows))).astype(np.float32)
                 store.write(view, rows, out)
                 advance(len(rows))
     return store
+
+
+def _forward(model):
+    """`model` in inference mode, as one compiled function. Called directly rather than through `predict`,
+    which under a multi-worker strategy gathers every worker's outputs."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)])

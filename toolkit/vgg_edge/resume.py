@@ -1,15 +1,19 @@
 """Resumable training: what a killed `train` needs to go on where it stopped, in `<runs>/.<name>.resume/`.
 
-Per phase, while it runs: Keras' own `BackupAndRestore` (the phase model's weights, the optimizer
-with its learning rate, the epoch reached), plus the state Keras does not keep (`PhaseState`): the
-early-stopping and plateau counters, the best weights so far, the history. When a phase ends, its
-record and the full model's weights are kept (`save_phase`), so a resumed run skips it. The data
-order is a function of (seed, phase, epoch) (`training._batches`), so resumed epochs see the same
-batches. With the same settings and seed, a resumed run ends with the same weights as one that
-was never interrupted (tested). The folder is deleted when the run directory has been written.
+Per phase, after every epoch: `EpochCheckpoint` (TensorFlow's CheckpointManager: the phase model's
+weights, its optimizer with moments and learning rate, the epoch reached; its index file is replaced
+atomically, so a kill during a save leaves the save before), and `PhaseState`, what Keras' callbacks
+and layers hold in memory and a checkpoint does not: the early-stopping and plateau counters, the best
+weights so far, the history, the dropout seeds. When a phase ends, its record and the full model's
+weights are kept (`save_phase`), so a resumed run skips it. The data order is a function of (seed,
+phase, epoch) (`loop.Batches`), so resumed epochs see the same batches. With the same settings and
+seed, a resumed run ends with the same weights as one that was never interrupted (tested). The folder
+is deleted when the run directory has been written.
 
 The settings are fingerprinted: `--resume` with other settings is refused in one line; a run
-without `--resume` starts over and discards what an earlier one left.
+without `--resume` starts over and discards what an earlier one left. Under multi-worker training
+only the chief keeps its folder beside the run directory; every other worker keeps its own under the
+cache (`resume_folder`).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from .errors import VggEdgeError
-from .fileio import read_json, write_json
+from .fileio import cache_dir, read_json, write_json
 from .ui import console
 
 
@@ -37,12 +42,21 @@ def _load_arrays(path: Path) -> list[np.ndarray]:
         return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
-class TrainingCheckpoint:
-    """The resume folder of one run directory."""
+def resume_folder(out: Path, worker: str | None = None) -> Path:
+    """Where a run keeps its resume state: beside the run directory, or for a worker other than the chief
+    (`worker`, e.g. "worker 1"), under the cache, so that it writes nothing beside the chief's run."""
+    out = Path(out)
+    if worker is None:
+        return out.parent / f".{out.name}.resume"
+    tag = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / "resume" / f"{out.name}-{tag}-{worker.replace(' ', '')}"
 
-    def __init__(self, out: Path, settings: dict, resume: bool):
-        out = Path(out)
-        self.folder = out.parent / f".{out.name}.resume"
+
+class TrainingCheckpoint:
+    """The resume folder of one run (or of one worker's part in it)."""
+
+    def __init__(self, folder: Path, settings: dict, resume: bool):
+        self.folder = Path(folder)
         fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         self.resumed = False
         if resume and (self.folder / "settings.json").is_file():
@@ -73,27 +87,85 @@ class TrainingCheckpoint:
         write_json(self.folder / f"phase{index}.json", {"record": record, "best": best, "seeds": seeds})  # last: the phase counts as done
 
     def phase_folder(self, index: int) -> Path:
-        """Where phase `index` keeps its state; a state that a kill left unreadable is cleared, so the phase starts over."""
         folder = self.folder / f"phase{index}"
-        backup = folder / "backup"
-        latest = (backup / "latest.weights.h5", backup / "training_metadata.json")
-        previous = tuple(path.with_name(path.name + ".bkp") for path in latest)  # BackupAndRestore's double checkpoint
-        if backup.is_dir() and not _complete(*latest):
-            if _complete(*previous):  # the kill cut the latest save short: go on from the one before
-                for old, new in zip(previous, latest):
-                    shutil.copyfile(old, new)
-            else:
-                console.print(f"[yellow]{folder.name}[/]: its only backup was cut short by the interruption; the phase starts over", soft_wrap=True)
-                shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def finish(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class EpochCheckpoint:
+    """A phase model's weights, its optimizer and the epoch reached, saved after every epoch (CheckpointManager)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder / "checkpoint"
+
+    def restore(self, model, optimizer, agree: Callable[[int], int]) -> int:
+        """Put back the save that every worker holds (`agree`: the smallest of their latest epochs); returns
+        the epoch to go on from (0: the phase starts)."""
+        import tensorflow as tf
+
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=self.epoch), str(self.folder), max_to_keep=2)
+        latest = self.manager.latest_checkpoint
+        epoch = agree(int(latest.rsplit("-", 1)[1]) if latest else 0)
+        if epoch:
+            path = f"{self.folder / 'ckpt'}-{epoch}"
+            if path not in self.manager.checkpoints:
+                raise VggEdgeError(f"--resume: {self.folder} has no save of epoch {epoch}, where the other workers are; run every worker without --resume")
+            self.manager.checkpoint.restore(path).assert_existing_objects_matched()
+        return epoch
+
+    def save(self, epoch: int) -> None:
+        self.epoch.assign(epoch)
+        self.manager.save(checkpoint_number=epoch)
+
+
+class PhaseState:
+    """What a checkpoint does not hold, written after every epoch (before the checkpoint) and put back for the
+    epoch the checkpoint restores: early stopping's and the plateau's counters, the best weights, the history,
+    the layers' random states, and whether early stopping had ended the phase."""
+
+    def __init__(self, folder: Path, early_stopping, plateau):
+        self.folder, self.early_stopping, self.plateau = folder, early_stopping, plateau
+        self.history: dict[str, list[float]] = {}
+
+    def save(self, epoch: int, logs: dict, model) -> None:
+        """The state after `epoch` epochs (`logs`: the last one's figures)."""
+        stopping = self.early_stopping
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+        if stopping.best_epoch == epoch - 1 and stopping.best_weights is not None:
+            _save_arrays(self.folder / f"best{epoch - 1}.npz", stopping.best_weights)
+        if (self.folder / "state.json").is_file():
+            (self.folder / "state.json").replace(self.folder / "state.prev.json")
+        write_json(self.folder / "state.json", {
+            "epoch": epoch, "history": self.history, "seeds": seed_states(model), "stopped": bool(model.stop_training),
+            "early_stopping": {"wait": stopping.wait, "best": stopping.best, "best_epoch": stopping.best_epoch, "stopped_epoch": stopping.stopped_epoch},
+            "plateau": {"wait": self.plateau.wait, "best": self.plateau.best, "cooldown_counter": self.plateau.cooldown_counter},
+        })
+
+    def restore(self, epoch: int, model) -> None:
+        """The state saved with `epoch` (state.json, or state.prev.json when a kill came between the two saves)."""
+        docs = [read_json(p) for p in (self.folder / "state.json", self.folder / "state.prev.json") if p.is_file()]
+        doc = next((d for d in docs if d["epoch"] == epoch), None)
+        if doc is None:
+            raise VggEdgeError(f"--resume: {self.folder} holds a checkpoint of epoch {epoch} without its state; run without --resume to start over")
+        self.history = doc["history"]
+        set_seed_states(model, doc["seeds"])
+        for callback, values in ((self.early_stopping, doc["early_stopping"]), (self.plateau, doc["plateau"])):
+            for name, value in values.items():
+                setattr(callback, name, value)
+        best = self.folder / f"best{doc['early_stopping']['best_epoch']}.npz"
+        if best.is_file():
+            self.early_stopping.best_weights = _load_arrays(best)
+        model.stop_training = doc["stopped"]
+
+
 def seed_states(model) -> list[list[int]]:
     """The random-number states of `model`'s layers (dropout, augmentation): not weights, so neither
-    get_weights nor BackupAndRestore keep them, yet a resumed run needs them to draw the same masks."""
+    get_weights nor a checkpoint of the model keep them, yet a resumed run needs them to draw the same masks."""
     return [np.asarray(v).tolist() for v in model.variables if "seed_generator_state" in v.path]
 
 
@@ -101,69 +173,3 @@ def set_seed_states(model, states: list[list[int]]) -> None:
     variables = [v for v in model.variables if "seed_generator_state" in v.path]
     for variable, state in zip(variables, states, strict=True):
         variable.assign(np.asarray(state, dtype=variable.dtype))
-
-
-def _complete(weights: Path, metadata: Path) -> bool:
-    """Whether a BackupAndRestore save is whole: BackupAndRestore writes its files in place, so a kill in the
-    middle leaves a truncated weights file or an empty metadata file."""
-    import h5py
-
-    try:
-        with h5py.File(weights, "r"):
-            pass
-        return isinstance(json.loads(metadata.read_text()).get("epoch"), int)
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def phase_callbacks(folder: Path, early_stopping, plateau, batches) -> tuple[list, object]:
-    """The callbacks that make a phase resumable, in the order they must run, and the PhaseState (its `.history`).
-    `batches` is the phase's training data: told the epoch it is in, it draws that epoch's order."""
-    import keras
-
-    class PhaseState(keras.callbacks.Callback):
-        """Early stopping's and the plateau's counters, the best weights and the history, written after every epoch
-        (before BackupAndRestore marks the epoch done) and put back at the first epoch, once BackupAndRestore has
-        chosen it (its latest save, or the one before when the kill truncated the latest)."""
-
-        def on_train_begin(self, logs=None):
-            self.history: dict[str, list[float]] = {}
-            self.restored = False
-
-        def on_epoch_begin(self, epoch, logs=None):
-            batches.sync(epoch)
-            if not self.restored:
-                self.restored = True
-                self._restore(epoch)
-
-        def _restore(self, epoch: int) -> None:
-            docs = [read_json(p) for p in (folder / "state.json", folder / "state.prev.json") if p.is_file()]
-            doc = next((d for d in docs if d["epoch"] == epoch), None)
-            if doc is None:
-                return
-            self.history = doc["history"]
-            set_seed_states(self.model, doc["seeds"])
-            for callback, values in ((early_stopping, doc["early_stopping"]), (plateau, doc["plateau"])):
-                for name, value in values.items():
-                    setattr(callback, name, value)
-            best = folder / f"best{doc['early_stopping']['best_epoch']}.npz"
-            if best.is_file():
-                early_stopping.best_weights = _load_arrays(best)
-
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                self.history.setdefault(key, []).append(float(value))
-            if early_stopping.best_epoch == epoch and early_stopping.best_weights is not None:
-                _save_arrays(folder / f"best{epoch}.npz", early_stopping.best_weights)
-            if (folder / "state.json").is_file():
-                (folder / "state.json").replace(folder / "state.prev.json")
-            write_json(folder / "state.json", {
-                "epoch": epoch + 1, "history": self.history, "seeds": seed_states(self.model),
-                "early_stopping": {"wait": early_stopping.wait, "best": early_stopping.best, "best_epoch": early_stopping.best_epoch},
-                "plateau": {"wait": plateau.wait, "best": plateau.best, "cooldown_counter": plateau.cooldown_counter},
-            })
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = PhaseState()
-    backup = keras.callbacks.BackupAndRestore(str(folder / "backup"), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False)
-    return [early_stopping, plateau, state, backup], state

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import platform
 import time
 from collections.abc import Iterator
@@ -49,12 +48,14 @@ from pathlib import Path
 import numpy as np
 from rich.markup import escape
 
-from . import plots, temperature
+from . import distribute, plots, temperature
 from .data import SEED, SPLITS, TEST_FRACTION, VAL_FRACTION, builtin_digits, drop_unreadable, label_counts, plan_split
 from .decision import DecisionRule, choose_threshold
 from .errors import VggEdgeError, check_range
+from .distribute import Placement, place, weights_digest
 from .features import FeatureCache, SplitStream, cache_key, extract, transform_store
-from .resume import TrainingCheckpoint, phase_callbacks, seed_states, set_seed_states
+from .loop import Batches, run_epochs
+from .resume import EpochCheckpoint, PhaseState, TrainingCheckpoint, resume_folder, seed_states, set_seed_states
 from .fileio import sha256_file
 from .metrics import classification_metrics
 from .model import BLOCKS, POOLINGS, AugmentConfig, HeadConfig, augmenter, augmenting, batched_predict, build_model, cut_layer_name, set_trainable, split_at
@@ -94,6 +95,7 @@ class TrainConfig:
     calibrate: bool = True  # fit a temperature on val and fold it into the model
     target_sensitivity: tuple[str, float] | None = None  # (class, fraction): the operating point, chosen on val
     resume: bool = False  # go on from what an interrupted run with the same settings left (resume.py)
+    strategy: str = "auto"  # one of distribute.STRATEGIES: one device, the local GPUs, or the TF_CONFIG cluster
 
     def check(self) -> None:
         """Refuse settings that cannot work, before any image is decoded; the one place train's options are
@@ -111,6 +113,7 @@ class TrainConfig:
         for option, value, allowed in choices:
             if value not in allowed:
                 raise VggEdgeError(f"{option} {value}: use one of {', '.join(allowed)}")
+        distribute.check(self.strategy)
 
 
 @dataclass
@@ -120,8 +123,10 @@ class TrainResult:
     report: dict
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train, calibrate and choose on val, evaluate once on the test split, write the run directory atomically."""
+def train(config: TrainConfig) -> TrainResult | None:
+    """Train, calibrate and choose on val, evaluate once on the test split, write the run directory atomically.
+
+    Under multi-worker training every worker trains; only the chief goes on to write the run (the others return None)."""
     started = time.perf_counter()
     config.check()
     data_root = Path(config.data) if config.data else builtin_digits()
@@ -138,6 +143,8 @@ def train(config: TrainConfig) -> TrainResult:
     keras.utils.set_random_seed(config.seed)
     if not config.data:
         console.print(f"data: the built-in scikit-learn 8x8 handwritten digits (not MNIST), in {data_root}", soft_wrap=True)
+    placement = place(config.strategy)
+    console.print(f"strategy: {placement.describe()}", soft_wrap=True)
     precision, why = resolve_mixed_precision(config.mixed_precision)
     console.print(f"mixed precision: {precision} ({why})", soft_wrap=True)
 
@@ -146,15 +153,29 @@ def train(config: TrainConfig) -> TrainResult:
     streams = {split: SplitStream(manifest, split, config.image_size) for split in SPLITS if manifest.files(split)}
 
     labels = manifest.labels
-    checkpoint = TrainingCheckpoint(Path(config.out), {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"}, config.resume)
+    worker = None if placement.is_chief else placement.cluster.name
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"}
+    checkpoint = TrainingCheckpoint(resume_folder(config.out, worker), settings, config.resume)
     try:
         with dtype_policy(MIXED_POLICIES[precision]):
-            model, fit, timings, cache = _fit(config, weights, len(labels), streams, MIXED_POLICIES[precision], checkpoint)
+            model, fit, timings, cache = _fit(config, weights, len(labels), streams, MIXED_POLICIES[precision], checkpoint, placement)
     except VggEdgeError:  # bad data: nothing to resume (a crash or Ctrl-C keeps the folder for --resume)
         checkpoint.finish()
         raise
-    if precision != "off":
-        model = _float32_copy(model, config, len(labels))
+    except Exception as error:
+        import tensorflow as tf
+
+        if placement.cluster and isinstance(error, tf.errors.OpError):  # a peer died or left: say so in one line, keep the state for --resume
+            raise VggEdgeError(f"{placement.cluster.name}: lost the other workers ({_first_line(error.message)}); "
+                               "restart every worker with --resume") from None
+        raise
+    digest = weights_digest(model)  # the same on every worker: gradients are summed across all of them
+    if not placement.is_chief:
+        checkpoint.finish()
+        console.print(f"{worker}: training done, weights sha256 {digest}; the chief writes the run directory", soft_wrap=True)
+        return None
+    if precision != "off" or placement.name != "one":
+        model = _float32_copy(model, config, len(labels))  # float32, and outside the strategy: a plain model for evaluation and export
 
     t = time.perf_counter()
     calibration, val_probs, y_val = _calibrate(model, config, streams["val"])
@@ -182,6 +203,7 @@ def train(config: TrainConfig) -> TrainResult:
         "feature_cache": cache,
         "resumed": checkpoint.resumed,
         "mixed_precision": {"requested": config.mixed_precision, "used": precision, "why": why},
+        "strategy": placement.record() | {"trained_weights_sha256": digest},
         "kept_phase": fit.kept_phase,
         "selection": fit.selection(),
         "calibration": calibration,
@@ -217,15 +239,21 @@ def resolve_mixed_precision(requested: str) -> tuple[str, str]:
     return "off", "auto: no GPU with float16 tensor cores, no bfloat16 units on this CPU (AMX or AVX512-BF16); float32"
 
 
-def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: dict[str, SplitStream], policy: str, checkpoint: TrainingCheckpoint):
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), text)
+
+
+def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: dict[str, SplitStream], policy: str, checkpoint: TrainingCheckpoint,
+         placement: Placement):
     """Both phases; returns the model at its best phase, the fitter (history, selection), timings and the feature cache's record."""
-    model = build_model(num_classes, config.image_size, weights, config.head)
+    with placement.strategy.scope():  # the trained variables are the strategy's (mirrored across replicas and workers)
+        model = build_model(num_classes, config.image_size, weights, config.head)
     train, val = streams["train"], streams["val"]
     class_weight = None
     if config.class_weights:
         counts = label_counts(train.labels, num_classes)
-        class_weight = {i: sum(counts) / (num_classes * c) for i, c in enumerate(counts)}
-    fit = _Fitter(config, model, class_weight, checkpoint)
+        class_weight = np.array([sum(counts) / (num_classes * c) for c in counts], np.float32)
+    fit = _Fitter(config, model, class_weight, checkpoint, placement)
     timings: dict[str, float] = {}
     blocks = config.fine_tune_blocks
 
@@ -234,7 +262,8 @@ def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: d
             for _ in stream.batches(config.batch_size, f"check {stream.split}"):
                 pass
         drop_unreadable(train.manifest, {**train.failures, **val.failures})  # a class left without images stops here
-        trainer = augmenting(model, config.augmentation, config.seed)
+        with placement.strategy.scope():
+            trainer = augmenting(model, config.augmentation, config.seed)
         sources = {"train": _DecodedImages(train), "val": _DecodedImages(val)}
         set_trainable(model, first_block=6)
         fit.phase("head", trainer, sources, streams, config.learning_rate, config.epochs)
@@ -246,7 +275,7 @@ def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: d
 
     prefix, suffix = split_at(model, cut_layer_name(blocks))
     t = time.perf_counter()
-    stores, cache = _cached_features(config, weights, prefix, suffix, streams, policy)
+    stores, cache = _cached_features(config, weights, prefix, suffix, streams, policy, placement)
     timings["feature_extraction_s"] = time.perf_counter() - t
     drop_unreadable(train.manifest, {**train.failures, **val.failures})  # a class left without images stops here, before training
     set_trainable(model, first_block=6)
@@ -265,16 +294,18 @@ def _fit(config: TrainConfig, weights: Path | None, num_classes: int, streams: d
     return model, fit, timings | fit.timings, cache
 
 
-def _cached_features(config: TrainConfig, weights: Path | None, prefix, suffix, streams: dict[str, SplitStream], policy: str):
+def _cached_features(config: TrainConfig, weights: Path | None, prefix, suffix, streams: dict[str, SplitStream], policy: str, placement: Placement):
     """The frozen part's features of train (in `views` versions) and val, from the disk cache or made now.
 
     With fine-tuning, the head phase trains on the output of the whole frozen base; those are stored too
-    (`train.head`, `val.head`). Returns the stores and what the report says about the cache."""
+    (`train.head`, `val.head`). Under multi-worker training each worker makes its own (its own cache folder:
+    workers may share a machine). Returns the stores and what the report says about the cache."""
     views = config.views if config.augment == "cached" else 1
     key = cache_key(
         weights=sha256_file(weights) if weights else f"random init, seed {config.seed}", cut=prefix.layers[-1].name,
         image_size=config.image_size, views=views, augmentation=dataclasses.asdict(config.augmentation), seed=config.seed, policy=policy,
         head=bool(config.fine_tune_blocks), files={s: [e.sha256 for e in streams[s].entries] for s in ("train", "val")},
+        worker=None if placement.is_chief else placement.cluster.name,
     )
     cache = FeatureCache(key)
     stores = cache.stores()
@@ -386,9 +417,10 @@ class _Fitter:
 
     MONITOR = "val_loss"  # a proper score: rewards calibrated confidence, not just the argmax; less noisy than accuracy on small val splits
 
-    def __init__(self, config: TrainConfig, full_model, class_weight: dict | None, checkpoint: TrainingCheckpoint):
+    def __init__(self, config: TrainConfig, full_model, class_weight: np.ndarray | None, checkpoint: TrainingCheckpoint, placement: Placement):
         self.config = config
         self.checkpoint = checkpoint
+        self.placement = placement
         self.full_model = full_model
         self.class_weight = class_weight
         self.history: list[dict] = []
@@ -405,6 +437,8 @@ class _Fitter:
             return
         index = len(self.history)
         done = self.checkpoint.completed_phase(index)
+        if self.placement.agree(int(done is not None)) == 0:  # a worker that did not finish it: all go on from their checkpoints
+            done = None
         if done:  # finished before an interruption: its record and weights, not its epochs again
             record, best, weights, seeds = done
             self.full_model.set_weights(weights)
@@ -414,17 +448,22 @@ class _Fitter:
             console.print(f"[bold]{name}[/]: finished before the interruption, {record['epochs']} epochs (resumed)")
             return
         cfg = self.config
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        with self.placement.strategy.scope():  # the optimizer's variables are the strategy's too
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")  # sets model.optimizer (loss-scaled under float16)
         early_stopping = keras.callbacks.EarlyStopping(self.MONITOR, patience=cfg.patience, restore_best_weights=True)
         plateau = keras.callbacks.ReduceLROnPlateau(self.MONITOR, factor=0.2, patience=max(1, cfg.patience - 1), min_lr=1e-7)
-        train = _batches(x["train"], streams["train"], cfg.batch_size, seed=cfg.seed + index)
-        resumable, state = phase_callbacks(self.checkpoint.phase_folder(index), early_stopping, plateau, train)
+        train_rows, val_rows = streams["train"].valid, streams["val"].valid
+        train = Batches(x["train"], train_rows, streams["train"].labels, cfg.batch_size, seed=cfg.seed + index, class_weight=self.class_weight)
+        val = Batches(x["val"], val_rows, streams["val"].labels, cfg.batch_size)
+        folder = self.checkpoint.phase_folder(index)
+        state = PhaseState(folder, early_stopping, plateau)
+
+        def progress_line(epoch: int, logs: dict, seconds: float) -> None:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+            console.print(f"[bold]{name}[/] epoch {epoch + 1}/{epochs}  {shown}  [dim]{seconds:.1f}s[/]", soft_wrap=True)
+
         started = time.perf_counter()
-        model.fit(
-            train, validation_data=_batches(x["val"], streams["val"], cfg.batch_size),
-            epochs=epochs, class_weight=self.class_weight, callbacks=[*resumable, _epoch_progress(name, epochs)], verbose=0,
-            shuffle=False,  # the batches shuffle themselves
-        )
+        run_epochs(model, self.placement, train, val, epochs, [early_stopping, plateau], state, EpochCheckpoint(folder), progress_line)
         elapsed = time.perf_counter() - started
         history = state.history  # every epoch of the phase, those before an interruption included
         n_epochs = len(history["loss"])
@@ -456,22 +495,6 @@ class _Fitter:
                 "phases": phases, "kept": kept}
 
 
-def _epoch_progress(phase: str, epochs: int):
-    """A Keras callback that prints one rich line per epoch."""
-    import keras
-
-    class EpochProgress(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
-            console.print(f"[bold]{phase}[/] epoch {epoch + 1}/{epochs}  {shown}  [dim]{time.perf_counter() - self.started:.1f}s[/]", soft_wrap=True)
-
-    return EpochProgress()
-
-
 class _DecodedImages:
     """Images decoded on demand, in the FeatureStore interface (one view): the input of online augmentation."""
 
@@ -485,49 +508,6 @@ class _DecodedImages:
         if len(decoded) != len(rows):  # the checking pass found every file that does not decode
             raise VggEdgeError(f"{self.stream.split}: an image stopped decoding during training ({next(iter(self.stream.failures.values()))})")
         return pixels.astype(np.float32)
-
-
-def _batches(source, stream: SplitStream, batch_size: int, seed: int | None = None):
-    """Batches of `source` (views x rows) over the rows of `stream` that decode: each epoch one random view
-    of every image, in a random order drawn from (seed, epoch), so a resumed phase sees the batches an
-    uninterrupted one would. Without a seed (validation): view 0, in order. One batch in memory."""
-    import keras
-
-    rows = stream.valid
-    labels = stream.labels
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.epoch = 0
-            self._draw()
-
-        def __len__(self) -> int:
-            return math.ceil(len(rows) / batch_size)
-
-        def __getitem__(self, i: int):
-            picked = slice(i * batch_size, (i + 1) * batch_size)
-            batch = self.order[picked]
-            return source.read(self.view[picked], batch), labels[batch]
-
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
-            self._draw()
-
-        def sync(self, epoch: int) -> None:
-            """Draw `epoch`'s order (a resumed phase starts at a later epoch than this object has counted)."""
-            if epoch != self.epoch:
-                self.epoch = epoch
-                self._draw()
-
-        def _draw(self) -> None:
-            if seed is None:
-                self.order, self.view = rows, np.zeros(len(rows), np.int64)
-            else:
-                rng = np.random.default_rng([seed, self.epoch])
-                self.order, self.view = rng.permutation(rows), rng.integers(0, source.views, len(rows))
-
-    return Batches()
 
 
 def run_figures(history: list[dict], metrics: dict, labels: list[str], reliability: tuple):
