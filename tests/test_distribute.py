@@ -116,6 +116,20 @@ def test_a_killed_worker_stops_the_chief_in_one_line_and_resume_ends_with_the_un
     assert report["strategy"]["trained_weights_sha256"] == json.loads((whole / "report.json").read_text())["strategy"]["trained_weights_sha256"]
 
 
+def test_mirrored_strategy_trains_through_the_same_loop(jittered: Path, tmp_path: Path, monkeypatch) -> None:
+    """MirroredStrategy over the local devices (here the one CPU: one replica; on a GPU machine, every GPU)."""
+    from vgg_edge.training import TrainConfig, train
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("VGG_EDGE_CACHE", str(tmp_path / "cache"))
+    result = train(TrainConfig(out=tmp_path / "mirrored", data=jittered, image_size=32, epochs=2, fine_tune_epochs=1, fine_tune_blocks=1,
+                               batch_size=16, views=1, strategy="mirrored"))
+    assert result.report["strategy"] | {"trained_weights_sha256": None} == {
+        "strategy": "mirrored", "replicas": 1, "why": "as requested", "workers": 1, "chief": True, "trained_weights_sha256": None}
+    assert result.metrics["accuracy"] > 0.5  # 3 classes: chance is 1/3
+    assert RunDir.open(result.run).load_model() is not None
+
+
 def test_tf_config_and_strategy_errors_are_one_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}))
     assert cluster_from_env().is_chief
