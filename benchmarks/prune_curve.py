@@ -1,9 +1,11 @@
 """Accuracy against latency as VGG16 is pruned: keep 1.0 / 0.7 / 0.5 / 0.3 of the convolutional MACs, int8 in every format.
 
     .venv/bin/python benchmarks/prune_curve.py [--run runs/brain-mri-128-b2-bf16-flatten] [--keeps 1.0,0.7,0.5,0.3] [--epochs 5]
+                                               [--labels-only 0.5]
 
 For each keep below 1: `vgg-edge prune RUN --keep K --out runs/<run>-keepK` (activation criterion, the
-default fine-tuning), then `vgg-edge export runs/<run>-keepK --format all --int8`. Keep 1.0 is the
+default fine-tuning, distilled from the source), and for each keep in --labels-only the same with
+`--distill 0` (fine-tuned on the labels alone, `runs/<run>-keepK-distill0`), then `vgg-edge export runs/<run>-keepK --format all --int8`. Keep 1.0 is the
 source run itself, as trained (its int8 exports in exported/<run>/ are reused when present), not a
 keep-1.0 prune, which would only add fine-tuning epochs. Then one `vgg-edge bench` times every int8
 artifact with each run's Keras model as its baseline, in one sitting so the rows compare.
@@ -43,14 +45,14 @@ def sh(args: list[str], log: str) -> None:
         sys.exit(f"{args[0]} failed with status {done.returncode}; see {LOGS / f'{log}.log'}")
 
 
-def pruned_run(source: Path, keep: float, epochs: int | None) -> Path:
-    """The source run at `keep` (the source itself at 1.0), pruned unless done."""
+def pruned_run(source: Path, keep: float, epochs: int | None, labels_only: bool = False) -> Path:
+    """The source run at `keep` (the source itself at 1.0), pruned unless done; `labels_only`: without distillation."""
     if keep == 1.0:
         return source
-    run = source.with_name(f"{source.name}-keep{keep:g}")
+    run = source.with_name(f"{source.name}-keep{keep:g}{'-distill0' if labels_only else ''}")
     if not (run / "model.keras").is_file():
-        sh([VGG_EDGE, "prune", str(source), "--keep", f"{keep:g}", "--out", str(run), *(["--epochs", str(epochs)] if epochs is not None else [])],
-           f"prune-{run.name}")
+        sh([VGG_EDGE, "prune", str(source), "--keep", f"{keep:g}", "--out", str(run), *(["--epochs", str(epochs)] if epochs is not None else []),
+            *(["--distill", "0"] if labels_only else [])], f"prune-{run.name}")
     return run
 
 
@@ -62,7 +64,7 @@ def int8_artifacts(run: Path) -> list[Path]:
     return [root / f"{f}-int8" for f in FORMATS if (root / f"{f}-int8" / "manifest.json").is_file()]
 
 
-def table(runs: dict[float, Path], bench: Path) -> str:
+def table(runs: dict[str, Path], bench: Path) -> str:
     """prune_curve.md: one row per keep, every int8 format's accuracy and speed beside the run's Keras figures."""
     from vgg_edge.bench import load_bench, measurement
 
@@ -72,20 +74,21 @@ def table(runs: dict[float, Path], bench: Path) -> str:
     for t in doc["targets"]:
         if t["status"] == "ok":
             by_run.setdefault(str(Path(t["run"]).resolve()), {})[t["format"] if t["precision"] == "int8" else "keras"] = t
-    header = ["keep", "conv GMACs", "params M", "Keras test acc", "Keras p50 ms b1"]
+    header = ["keep", "distill", "conv GMACs", "params M", "Keras test acc", "Keras p50 ms b1"]
     for f in FORMATS:
         header += [f"{f} int8 gate", f"{f} int8 acc", f"{f} int8 p50 ms b1", f"{f} int8 img/s b8"]
     lines = ["# Pruning curve: accuracy against latency, int8 in every format", "",
              f"Produced by `.venv/bin/python benchmarks/prune_curve.py`; bench: `{doc['command']}` (full tables in prune_curve/bench.md).",
              "Keep 1.0 is the source run as trained; the others are `vgg-edge prune --keep K` of it (activation criterion, fine-tuned on its "
-             "train split, temperature and operating point re-chosen on val). Accuracies are on the source's test split.", "",
+             "train split towards targets distilled from the source (`distill`: the source's weight in them; 0: labels alone), temperature and "
+             "operating point re-chosen on val). Accuracies are on the source's test split.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for keep, run in runs.items():
         config, metrics = read_json(run / "config.json"), read_json(run / "metrics.json")
         record = config.get("prune")
         targets = by_run.get(str(run.resolve()), {})
         keras = targets.get("keras")
-        cells = [f"{keep:g}", f"{record['conv_macs']['after'] / 1e9:.2f}" if record else "source", f"{record['params']['after'] / 1e6:.1f}" if record else "source",
+        cells = [keep, f"{record.get('distill', 0):g}" if record else "-", f"{record['conv_macs']['after'] / 1e9:.2f}" if record else "source", f"{record['params']['after'] / 1e6:.1f}" if record else "source",
                  f"{metrics['accuracy']:.4f}", f"{measurement(keras, 1, threads)['latency_ms']['p50']:.1f}" if keras else "-"]
         for f in FORMATS:
             t = targets.get(f)
@@ -103,10 +106,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "brain-mri-128-b2-bf16-flatten")
     parser.add_argument("--keeps", default="1.0,0.7,0.5,0.3")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: prune's own)")
+    parser.add_argument("--labels-only", default="", help="keeps to prune a second time without distillation (--distill 0), for comparison")
     args = parser.parse_args()
     if not (args.run / "model.keras").is_file():
         sys.exit(f"{args.run}: missing; train it first (benchmarks/train.sh)")
-    runs = {keep: pruned_run(args.run.resolve(), keep, args.epochs) for keep in sorted((float(k) for k in args.keeps.split(",")), reverse=True)}
+    source = args.run.resolve()
+    runs = {f"{keep:g}": pruned_run(source, keep, args.epochs) for keep in sorted((float(k) for k in args.keeps.split(",")), reverse=True)}
+    runs |= {f"{keep:g} (labels only)": pruned_run(source, keep, args.epochs, labels_only=True) for keep in (float(k) for k in args.labels_only.split(",") if k)}
     artifacts = [a for run in runs.values() for a in int8_artifacts(run)]
     out = RESULTS / "prune_curve"
     sh([VGG_EDGE, "bench", *map(str, artifacts), *BENCH, "--out", str(out)], "prune_curve")

@@ -17,7 +17,7 @@ from vgg_edge.cli import app
 from vgg_edge.errors import VggEdgeError
 from vgg_edge.fileio import sha256_file
 from vgg_edge.model import PREPROCESS_LAYER, HeadConfig, batched_predict, build_model
-from vgg_edge.prune import PruneConfig, check_prunable, conv_layers, conv_macs, filter_scores, plan_filters, prune, pruned_copy
+from vgg_edge.prune import PruneConfig, check_prunable, conv_layers, conv_macs, fine_tune, filter_scores, plan_filters, prune, pruned_copy, kept_filters
 from vgg_edge.run import RunDir
 from vgg_edge.temperature import logits_model
 
@@ -148,7 +148,7 @@ def test_the_plan_meets_every_budget_and_l1_ranks_by_kernel_norm(source_model):
 def test_bad_options_and_unprunable_inputs_are_one_line_errors(trained_run, tmp_path):
     import keras
 
-    for option, value in (("keep", 0.0), ("keep", 1.5), ("criterion", "l2"), ("samples", 0), ("round_to", 0), ("epochs", -1),
+    for option, value in (("keep", 0.0), ("keep", 1.5), ("criterion", "l2"), ("samples", 0), ("round_to", 0), ("epochs", -1), ("distill", 1.5),
                           ("learning_rate", 0.0), ("patience", 0), ("batch_size", 0)):
         flag = "--lr" if option == "learning_rate" else f"--{option.replace('_', '-')}"
         with pytest.raises(VggEdgeError, match=f"^{flag} "):
@@ -167,3 +167,24 @@ def test_bad_options_and_unprunable_inputs_are_one_line_errors(trained_run, tmp_
     lines = (done.stdout + done.stderr).strip().splitlines()
     assert done.returncode == 2 and lines == ["error: --keep 2.0: must be between 0.01 and 1.0"], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_distillation_pulls_the_pruned_model_towards_the_teachers_probabilities(trained_run, source_model):
+    """A teacher that calls every image class 0: fine-tuned towards it (--distill 1) the pruned model calls class 0 far more
+    often than fine-tuned towards the labels (--distill 0), from the same pruned weights, on the same images."""
+    run = RunDir.open(trained_run)
+    pixels, y = run.load_images("train")
+    mixed = np.random.default_rng(0).permutation(len(y))[:256]  # every class (the split lists them class by class)
+    pixels, y = pixels[mixed], y[mixed]
+    val_pixels, y_val = pixels[:64], y[:64]
+    plan = plan_filters(source_model, KEEP, 8)
+    scores = filter_scores(source_model, "l1", pixels[:8], 64)
+    teacher = np.zeros((len(y), source_model.output_shape[-1]), np.float32)
+    teacher[:, 0] = 1.0
+    share = {}
+    for distill in (0.0, 1.0):
+        model = pruned_copy(source_model, kept_filters(scores, plan))
+        config = PruneConfig(run=trained_run, epochs=1, distill=distill, learning_rate=1e-3, batch_size=64)
+        fine_tune(model, {"train": pixels, "val": val_pixels}, {"train": y, "val": y_val}, config, teacher)
+        share[distill] = float(np.mean(batched_predict(model, pixels, 64, "predict").argmax(1) == 0))
+    assert np.mean(y == 0) < 0.2 and share[1.0] > 0.9 and share[0.0] < 0.5, share

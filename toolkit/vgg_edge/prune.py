@@ -28,7 +28,11 @@ names, fewer channels) that every converter and runtime speeds up as it is, with
    the head dense's matching rows (for a Flatten head, those of every spatial position).
 4. fine-tune every layer but the preprocessing on the run's recorded train split, Adam at a low
    learning rate, stopping early on val loss and keeping the best epoch. The source's folded
-   temperature is unfolded first, so fine-tuning sees the logits the run was trained with.
+   temperature is unfolded first, so fine-tuning sees the logits the run was trained with. The
+   targets are distilled (Hinton et al., 2015): `distill` of each train image's target is the
+   source model's own probabilities for it, the rest its label, so the pruned model learns what
+   the source knew about each image (which other class it resembles) instead of re-learning the
+   bare labels, on which it overfits within an epoch or two.
 5. on val: re-fit the temperature and fold it in (as `train` does; not for a run trained with
    --no-calibrate), and if the run had an operating point, re-choose its threshold for the same
    target sensitivity, so the pruned run keeps the source's promise rather than its number; then
@@ -74,6 +78,7 @@ class PruneConfig:
     samples: int = 256  # activation: train images whose activations rank the filters
     round_to: int = 8  # every convolution keeps a multiple of this many filters (and at least this many)
     epochs: int = 5  # fine-tuning epochs, at most (0: none)
+    distill: float = 0.5  # weight of the source model's probabilities in the fine-tuning targets (0: the labels alone)
     learning_rate: float = 1e-4
     patience: int = 2  # early stopping on val loss
     batch_size: int = 32
@@ -87,7 +92,7 @@ class PruneConfig:
         """Refuse settings that cannot work, before the model is loaded; each message names the option."""
         for option, value, low, high in (
             ("--keep", self.keep, 0.01, 1.0), ("--samples", self.samples, 1, None), ("--round-to", self.round_to, 1, 512),
-            ("--epochs", self.epochs, 0, None), ("--lr", self.learning_rate, 1e-8, 1.0), ("--patience", self.patience, 1, None),
+            ("--epochs", self.epochs, 0, None), ("--distill", self.distill, 0.0, 1.0), ("--lr", self.learning_rate, 1e-8, 1.0), ("--patience", self.patience, 1, None),
             ("--batch-size", self.batch_size, 1, None),
         ):
             check_range(option, value, low, high)
@@ -144,7 +149,8 @@ def prune(config: PruneConfig) -> PruneResult:
     timings = {"rank_and_cut_s": time.perf_counter() - t}
 
     t = time.perf_counter()
-    history = fine_tune(pruned, pixels, y, config)
+    teacher = batched_predict(model, pixels["train"], config.batch_size, "source model on train") if config.distill and config.epochs else None
+    history = fine_tune(pruned, pixels, y, config, teacher)
     timings["fine_tune_s"] = time.perf_counter() - t
     calibration, val_probs = calibrate_on_val(pruned, pixels["val"], y["val"], config.batch_size, calibrate)
     if rule.positive:
@@ -318,19 +324,25 @@ def pruned_copy(model, kept: dict[str, np.ndarray]):
     return pruned
 
 
-def fine_tune(model, pixels: dict, y: dict, config: PruneConfig) -> list[dict]:
-    """Train every layer but the preprocessing on train, stop early on val loss, end on the best epoch; the history as `train` records it."""
+def fine_tune(model, pixels: dict, y: dict, config: PruneConfig, teacher: np.ndarray | None) -> list[dict]:
+    """Train every layer but the preprocessing on train (towards the distilled targets: `config.distill` of
+    `teacher`, the source's train probabilities, the rest the labels), stop early on val loss (against the
+    labels), end on the best epoch; the history as `train` records it."""
     import keras
 
     if config.epochs == 0:
         return []
+    classes = model.output_shape[-1]
+    targets = {split: np.eye(classes, dtype=np.float32)[y[split]] for split in ("train", "val")}
+    if teacher is not None:
+        targets["train"] = (1 - config.distill) * targets["train"] + config.distill * teacher.astype(np.float32)
     set_trainable(model, first_block=1)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="categorical_crossentropy", metrics=["accuracy"])
     shown = ("loss", "accuracy", "val_loss", "val_accuracy")
     report = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: console.print(
         f"[bold]prune fine-tune[/] epoch {epoch + 1}/{config.epochs}  " + "  ".join(f"{k} {logs[k]:.4f}" for k in shown if k in logs), soft_wrap=True))
     hist = model.fit(
-        batches(pixels["train"], y["train"], config.batch_size, config.seed), validation_data=batches(pixels["val"], y["val"], config.batch_size),
+        batches(pixels["train"], targets["train"], config.batch_size, config.seed), validation_data=batches(pixels["val"], targets["val"], config.batch_size),
         epochs=config.epochs, verbose=0, shuffle=False,  # the dataset shuffles itself
         callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=config.patience, restore_best_weights=True), report],
     )
@@ -339,7 +351,7 @@ def fine_tune(model, pixels: dict, y: dict, config: PruneConfig) -> list[dict]:
 
 
 def batches(pixels: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None = None):
-    """uint8 images as float32 batches; shuffled every epoch when a seed is given (train), in order otherwise (val)."""
+    """uint8 images as float32 batches with their targets `y`; shuffled every epoch when a seed is given (train), in order otherwise (val)."""
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices((pixels, y))
