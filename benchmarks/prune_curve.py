@@ -1,11 +1,11 @@
 """Accuracy against latency as VGG16 is pruned: keep 1.0 / 0.7 / 0.5 / 0.3 of the convolutional MACs, int8 in every format.
 
     .venv/bin/python benchmarks/prune_curve.py [--run runs/brain-mri-128-b2-bf16-flatten] [--keeps 1.0,0.7,0.5,0.3] [--epochs 5]
-                                               [--labels-only 0.5]
+                                               [--distilled 0.5]
 
 For each keep below 1: `vgg-edge prune RUN --keep K --out runs/<run>-keepK` (activation criterion, the
-default fine-tuning, distilled from the source), and for each keep in --labels-only the same with
-`--distill 0` (fine-tuned on the labels alone, `runs/<run>-keepK-distill0`), then `vgg-edge export runs/<run>-keepK --format all --int8`. Keep 1.0 is the
+default fine-tuning on the labels), and for each keep in --distilled the same with `--distill 0.5`
+(targets half the source's own probabilities, `runs/<run>-keepK-distill0.5`), then `vgg-edge export runs/<run>-keepK --format all --int8`. Keep 1.0 is the
 source run itself, as trained (its int8 exports in exported/<run>/ are reused when present), not a
 keep-1.0 prune, which would only add fine-tuning epochs. Then one `vgg-edge bench` times every int8
 artifact with each run's Keras model as its baseline, in one sitting so the rows compare.
@@ -45,14 +45,14 @@ def sh(args: list[str], log: str) -> None:
         sys.exit(f"{args[0]} failed with status {done.returncode}; see {LOGS / f'{log}.log'}")
 
 
-def pruned_run(source: Path, keep: float, epochs: int | None, labels_only: bool = False) -> Path:
-    """The source run at `keep` (the source itself at 1.0), pruned unless done; `labels_only`: without distillation."""
+def pruned_run(source: Path, keep: float, epochs: int | None, distilled: bool = False) -> Path:
+    """The source run at `keep` (the source itself at 1.0), pruned unless done; `distilled`: with --distill 0.5."""
     if keep == 1.0:
         return source
-    run = source.with_name(f"{source.name}-keep{keep:g}{'-distill0' if labels_only else ''}")
+    run = source.with_name(f"{source.name}-keep{keep:g}{'-distill0.5' if distilled else ''}")
     if not (run / "model.keras").is_file():
         sh([VGG_EDGE, "prune", str(source), "--keep", f"{keep:g}", "--out", str(run), *(["--epochs", str(epochs)] if epochs is not None else []),
-            *(["--distill", "0"] if labels_only else [])], f"prune-{run.name}")
+            *(["--distill", "0.5"] if distilled else [])], f"prune-{run.name}")
     return run
 
 
@@ -80,7 +80,7 @@ def table(runs: dict[str, Path], bench: Path) -> str:
     lines = ["# Pruning curve: accuracy against latency, int8 in every format", "",
              f"Produced by `.venv/bin/python benchmarks/prune_curve.py`; bench: `{doc['command']}` (full tables in prune_curve/bench.md).",
              "Keep 1.0 is the source run as trained; the others are `vgg-edge prune --keep K` of it (activation criterion, fine-tuned on its "
-             "train split towards targets distilled from the source (`distill`: the source's weight in them; 0: labels alone), temperature and "
+             "train split (`distill`: the source's own probabilities' weight in the targets; 0: the labels alone), temperature and "
              "operating point re-chosen on val). Accuracies are on the source's test split.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for keep, run in runs.items():
@@ -106,13 +106,13 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "brain-mri-128-b2-bf16-flatten")
     parser.add_argument("--keeps", default="1.0,0.7,0.5,0.3")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: prune's own)")
-    parser.add_argument("--labels-only", default="", help="keeps to prune a second time without distillation (--distill 0), for comparison")
+    parser.add_argument("--distilled", default="", help="keeps to prune a second time with --distill 0.5, for comparison")
     args = parser.parse_args()
     if not (args.run / "model.keras").is_file():
         sys.exit(f"{args.run}: missing; train it first (benchmarks/train.sh)")
     source = args.run.resolve()
     runs = {f"{keep:g}": pruned_run(source, keep, args.epochs) for keep in sorted((float(k) for k in args.keeps.split(",")), reverse=True)}
-    runs |= {f"{keep:g} (labels only)": pruned_run(source, keep, args.epochs, labels_only=True) for keep in (float(k) for k in args.labels_only.split(",") if k)}
+    runs |= {f"{keep:g} (distilled)": pruned_run(source, keep, args.epochs, distilled=True) for keep in (float(k) for k in args.distilled.split(",") if k)}
     artifacts = [a for run in runs.values() for a in int8_artifacts(run)]
     out = RESULTS / "prune_curve"
     sh([VGG_EDGE, "bench", *map(str, artifacts), *BENCH, "--out", str(out)], "prune_curve")

@@ -431,7 +431,7 @@ def prune(
     samples: int = typer.Option(_PRUNE.samples, "--samples", help="activation: train images the filters are ranked on."),
     round_to: int = typer.Option(_PRUNE.round_to, "--round-to", help="Every convolution keeps a multiple of this many filters (SIMD-friendly widths)."),
     epochs: int = typer.Option(_PRUNE.epochs, "--epochs", help="Fine-tuning epochs at most (early stopping on val loss; 0: none)."),
-    distill: float = typer.Option(_PRUNE.distill, "--distill", help="Weight of the source model's own probabilities in the fine-tuning targets (0: the labels alone)."),
+    distill: float = typer.Option(_PRUNE.distill, "--distill", help="Weight of the source model's own probabilities in the fine-tuning targets (0, the default: the labels alone)."),
     learning_rate: float = typer.Option(_PRUNE.learning_rate, "--lr", help="Adam learning rate of the fine-tuning."),
     patience: int = typer.Option(_PRUNE.patience, "--patience", help="Early-stopping patience in epochs."),
     batch_size: int = typer.Option(_PRUNE.batch_size, "--batch-size"),

@@ -28,11 +28,11 @@ names, fewer channels) that every converter and runtime speeds up as it is, with
    the head dense's matching rows (for a Flatten head, those of every spatial position).
 4. fine-tune every layer but the preprocessing on the run's recorded train split, Adam at a low
    learning rate, stopping early on val loss and keeping the best epoch. The source's folded
-   temperature is unfolded first, so fine-tuning sees the logits the run was trained with. The
-   targets are distilled (Hinton et al., 2015): `distill` of each train image's target is the
-   source model's own probabilities for it, the rest its label, so the pruned model learns what
-   the source knew about each image (which other class it resembles) instead of re-learning the
-   bare labels, on which it overfits within an epoch or two.
+   temperature is unfolded first, so fine-tuning sees the logits the run was trained with. With
+   `distill` > 0 the targets are distilled (Hinton et al., 2015): that share of each train image's
+   target is the source model's own probabilities for it, the rest its label. Off by default: on
+   a weak 64 px source it cost 4 test points against the labels alone (benchmarks/results/prune_distill.md),
+   since it ties the pruned model to what the source got wrong.
 5. on val: re-fit the temperature and fold it in (as `train` does; not for a run trained with
    --no-calibrate), and if the run had an operating point, re-choose its threshold for the same
    target sensitivity, so the pruned run keeps the source's promise rather than its number; then
@@ -78,7 +78,7 @@ class PruneConfig:
     samples: int = 256  # activation: train images whose activations rank the filters
     round_to: int = 8  # every convolution keeps a multiple of this many filters (and at least this many)
     epochs: int = 5  # fine-tuning epochs, at most (0: none)
-    distill: float = 0.5  # weight of the source model's probabilities in the fine-tuning targets (0: the labels alone)
+    distill: float = 0.0  # weight of the source model's probabilities in the fine-tuning targets (0: the labels alone)
     learning_rate: float = 1e-4
     patience: int = 2  # early stopping on val loss
     batch_size: int = 32
