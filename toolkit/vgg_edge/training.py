@@ -163,8 +163,6 @@ def train(config: TrainConfig) -> TrainResult | None:
         checkpoint.finish()
         raise
     except Exception as error:
-        import tensorflow as tf
-
         if placement.cluster and isinstance(error, tf.errors.OpError):  # a peer died or left: say so in one line, keep the state for --resume
             raise VggEdgeError(f"{placement.cluster.name}: lost the other workers ({_first_line(error.message)}); "
                                "restart every worker with --resume") from None
