@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
@@ -77,16 +76,6 @@ WORKER_ARGS = ["--data", str(BRAIN), "--image-size", "64", "--epochs", "3", "--f
                "--augment", "off", "--patience", "5"]
 
 
-def _ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _summary(out: Path, wall: float) -> dict:
     report = json.loads((out / "report.json").read_text())
     t = report["timings"]
@@ -105,11 +94,11 @@ def workers(scratch: Path) -> dict:
     one = _summary(scratch / "one", time.perf_counter() - started)
     print("one", one, flush=True)
 
-    hosts = [f"127.0.0.1:{p}" for p in _ports(2)]
+    from vgg_edge.distribute import loopback_tf_configs
+
     started = time.perf_counter()
     procs = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+    for index, tf_config in enumerate(loopback_tf_configs(2)):
         procs.append(subprocess.Popen([str(VGG_EDGE), "train", *WORKER_ARGS, "--out", str(scratch / "two"), "--strategy", "multi-worker"],
                                       env={**env, "TF_CONFIG": tf_config, "VGG_EDGE_CACHE": str(scratch / f"cache-w{index}")},
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import VGG_EDGE, leftovers, vgg_edge
 
-from vgg_edge.distribute import cluster_from_env
+from vgg_edge.distribute import cluster_from_env, loopback_tf_configs
 from vgg_edge.errors import VggEdgeError
 from vgg_edge.run import RunDir
 
@@ -25,22 +24,10 @@ ARGS = ["--image-size", "32", "--epochs", "2", "--fine-tune-epochs", "4", "--fin
 DIGEST = re.compile(r"weights sha256 ([0-9a-f]{64})")
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(data: Path, out: Path, cache: Path, logs: Path, *extra: str) -> list[tuple[subprocess.Popen, Path]]:
     """Worker 0 (the chief) and worker 1, each with its own TF_CONFIG, both writing to `out` as a user would pass it."""
-    hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
     workers = []
-    for index in range(2):
-        tf_config = json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+    for index, tf_config in enumerate(loopback_tf_configs(2)):
         log = logs / f"worker{index}.log"
         with open(log, "w") as err:
             proc = subprocess.Popen([str(VGG_EDGE), "train", "--data", str(data), "--out", str(out), *ARGS, *extra], stdout=subprocess.DEVNULL,
@@ -147,8 +134,6 @@ def test_tf_config_and_strategy_errors_are_one_line(tmp_path: Path, monkeypatch)
 
 
 CANARY = """
-import json, os, sys
-os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": sys.argv[1:3]}, "task": {"type": "worker", "index": int(sys.argv[3])}})
 import keras, numpy as np, tensorflow as tf
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 with strategy.scope():
@@ -166,8 +151,7 @@ except Exception as error:
 def test_keras_fit_still_fails_under_multi_worker() -> None:
     """Why loop.py exists (keras-team/keras#20585). When this fails, Keras' fit works under MultiWorkerMirroredStrategy
     again: loop.py could give way to fit (its callbacks, its BackupAndRestore) once the supported Keras versions have the fix."""
-    hosts = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    procs = [subprocess.Popen([sys.executable, "-c", CANARY, *hosts, str(i)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", CANARY], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, "TF_CONFIG": tf_config}) for tf_config in loopback_tf_configs(2)]
     outputs = [p.communicate(timeout=180)[0] for p in procs]
     assert all("fit fails: ValueError" in o for o in outputs), outputs

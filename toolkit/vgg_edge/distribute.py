@@ -78,6 +78,11 @@ class Placement:
         return self.cluster is None or self.cluster.is_chief
 
     @property
+    def worker(self) -> str | None:
+        """This process's name when it is a worker other than the chief (it writes nothing beside the run); else None."""
+        return None if self.is_chief else self.cluster.name
+
+    @property
     def replicas(self) -> int:
         return int(self.strategy.num_replicas_in_sync)
 
@@ -131,6 +136,20 @@ def place(requested: str) -> Placement:
     if requested == "mirrored":
         return Placement(tf.distribute.MirroredStrategy(), requested, why)
     return Placement(tf.distribute.get_strategy(), "one", why)
+
+
+def loopback_tf_configs(workers: int) -> list[str]:
+    """One TF_CONFIG per worker for a cluster of `workers` processes on 127.0.0.1 (free ports): for trying
+    multi-worker training on one machine, as the tests and benchmarks do."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    hosts = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": i}}) for i in range(workers)]
 
 
 def weights_digest(model) -> str:

@@ -153,7 +153,7 @@ def train(config: TrainConfig) -> TrainResult | None:
     streams = {split: SplitStream(manifest, split, config.image_size) for split in SPLITS if manifest.files(split)}
 
     labels = manifest.labels
-    worker = None if placement.is_chief else placement.cluster.name
+    worker = placement.worker
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"}
     checkpoint = TrainingCheckpoint(resume_folder(config.out, worker), settings, config.resume)
     try:
@@ -303,7 +303,7 @@ def _cached_features(config: TrainConfig, weights: Path | None, prefix, suffix, 
         weights=sha256_file(weights) if weights else f"random init, seed {config.seed}", cut=prefix.layers[-1].name,
         image_size=config.image_size, views=views, augmentation=dataclasses.asdict(config.augmentation), seed=config.seed, policy=policy,
         head=bool(config.fine_tune_blocks), files={s: [e.sha256 for e in streams[s].entries] for s in ("train", "val")},
-        worker=None if placement.is_chief else placement.cluster.name,
+        worker=placement.worker,
     )
     cache = FeatureCache(key)
     stores = cache.stores()
