@@ -1,7 +1,7 @@
 """Accuracy against latency as VGG16 is pruned: keep 1.0 / 0.7 / 0.5 / 0.3 of the convolutional MACs, int8 in every format.
 
     .venv/bin/python benchmarks/prune_curve.py [--run runs/brain-mri-128-b2-bf16-flatten] [--keeps 1.0,0.7,0.5,0.3] [--epochs 5]
-                                               [--distilled 0.5]
+                                               [--distilled 0.5] [--name prune_curve]
 
 For each keep below 1: `vgg-edge prune RUN --keep K --out runs/<run>-keepK` (activation criterion, the
 default fine-tuning on the labels), and for each keep in --distilled the same with `--distill 0.5`
@@ -10,7 +10,7 @@ source run itself, as trained (its int8 exports in exported/<run>/ are reused wh
 keep-1.0 prune, which would only add fine-tuning epochs. Then one `vgg-edge bench` times every int8
 artifact with each run's Keras model as its baseline, in one sitting so the rows compare.
 
-Results: benchmarks/results/prune_curve/ (the bench's files) and benchmarks/results/prune_curve.md
+Results: benchmarks/results/<name>/ (the bench's files) and benchmarks/results/<name>.md
 (one row per keep: MACs, parameters, Keras test accuracy, and per format the gate, int8 test accuracy,
 median batch-1 latency and batch-8 throughput). Every step is skipped when its output exists.
 """
@@ -64,7 +64,7 @@ def int8_artifacts(run: Path) -> list[Path]:
     return [root / f"{f}-int8" for f in FORMATS if (root / f"{f}-int8" / "manifest.json").is_file()]
 
 
-def table(runs: dict[str, Path], bench: Path) -> str:
+def table(runs: dict[str, Path], bench: Path, name: str) -> str:
     """prune_curve.md: one row per keep, every int8 format's accuracy and speed beside the run's Keras figures."""
     from vgg_edge.bench import load_bench, measurement
 
@@ -78,9 +78,10 @@ def table(runs: dict[str, Path], bench: Path) -> str:
     for f in FORMATS:
         header += [f"{f} int8 gate", f"{f} int8 acc", f"{f} int8 p50 ms b1", f"{f} int8 img/s b8"]
     lines = ["# Pruning curve: accuracy against latency, int8 in every format", "",
-             f"Produced by `.venv/bin/python benchmarks/prune_curve.py`; bench: `{doc['command']}` (full tables in prune_curve/bench.md).",
+             f"Produced by `.venv/bin/python benchmarks/prune_curve.py {' '.join(sys.argv[1:])}`; bench: `{doc['command']}` (full tables in {name}/bench.md).",
              "Keep 1.0 is the source run as trained; the others are `vgg-edge prune --keep K` of it (activation criterion, fine-tuned on its "
-             "train split (`distill`: the source's own probabilities' weight in the targets; 0: the labels alone), temperature and "
+             "train split, each batch augmented as the source was trained unless the run records otherwise (`distill`: the source's own probabilities' "
+             "weight in the targets; 0: the labels alone), temperature and "
              "operating point re-chosen on val). Accuracies are on the source's test split.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for keep, run in runs.items():
@@ -107,6 +108,7 @@ def main() -> None:
     parser.add_argument("--keeps", default="1.0,0.7,0.5,0.3")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs at most (default: prune's own)")
     parser.add_argument("--distilled", default="", help="keeps to prune a second time with --distill 0.5, for comparison")
+    parser.add_argument("--name", default="prune_curve", help="results: benchmarks/results/<name>.md and <name>/")
     args = parser.parse_args()
     if not (args.run / "model.keras").is_file():
         sys.exit(f"{args.run}: missing; train it first (benchmarks/train.sh)")
@@ -114,11 +116,11 @@ def main() -> None:
     runs = {f"{keep:g}": pruned_run(source, keep, args.epochs) for keep in sorted((float(k) for k in args.keeps.split(",")), reverse=True)}
     runs |= {f"{keep:g} (distilled)": pruned_run(source, keep, args.epochs, distilled=True) for keep in (float(k) for k in args.distilled.split(",") if k)}
     artifacts = [a for run in runs.values() for a in int8_artifacts(run)]
-    out = RESULTS / "prune_curve"
-    sh([VGG_EDGE, "bench", *map(str, artifacts), *BENCH, "--out", str(out)], "prune_curve")
-    shutil.copy(LOGS / "prune_curve.log", out / "bench.log")
-    text = table(runs, out)
-    (RESULTS / "prune_curve.md").write_text(text)
+    out = RESULTS / args.name
+    sh([VGG_EDGE, "bench", *map(str, artifacts), *BENCH, "--out", str(out)], args.name)
+    shutil.copy(LOGS / f"{args.name}.log", out / "bench.log")
+    text = table(runs, out, args.name)
+    (RESULTS / f"{args.name}.md").write_text(text)
     print(text)
 
 

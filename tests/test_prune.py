@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from vgg_edge.cli import app
 from vgg_edge.errors import VggEdgeError
 from vgg_edge.fileio import sha256_file
-from vgg_edge.model import PREPROCESS_LAYER, HeadConfig, batched_predict, build_model
-from vgg_edge.prune import PruneConfig, check_prunable, conv_layers, conv_macs, fine_tune, filter_scores, plan_filters, prune, pruned_copy, kept_filters
+from vgg_edge.model import PREPROCESS_LAYER, AugmentConfig, HeadConfig, batched_predict, build_model
+from vgg_edge.prune import PruneConfig, check_prunable, conv_layers, conv_macs, fine_tune, filter_scores, plan_filters, prune, pruned_copy, kept_filters, source_augmentation
 from vgg_edge.run import RunDir
 from vgg_edge.temperature import logits_model
 
@@ -185,6 +185,32 @@ def test_distillation_pulls_the_pruned_model_towards_the_teachers_probabilities(
     for distill in (0.0, 1.0):
         model = pruned_copy(source_model, kept_filters(scores, plan))
         config = PruneConfig(run=trained_run, epochs=1, distill=distill, learning_rate=1e-3, batch_size=64)
-        fine_tune(model, {"train": pixels, "val": val_pixels}, {"train": y, "val": y_val}, config, teacher)
+        fine_tune(model, {"train": pixels, "val": val_pixels}, {"train": y, "val": y_val}, config, teacher, None)
         share[distill] = float(np.mean(batched_predict(model, pixels, 64, "predict").argmax(1) == 0))
     assert np.mean(y == 0) < 0.2 and share[1.0] > 0.9 and share[0.0] < 0.5, share
+
+
+def test_fine_tuning_trains_on_augmented_images_and_validates_on_the_originals(trained_run, source_model):
+    """The source run's augmentations enter the fine-tuning batches (the same pruned weights and seed end elsewhere
+    with them than without), while validation and the kept model see plain images: the recorded val loss of the
+    kept epoch is the kept model's loss on the original val images."""
+    run = RunDir.open(trained_run)
+    pixels, y = run.load_images("train")
+    mixed = np.random.default_rng(1).permutation(len(y))[:192]
+    pixels, y = pixels[mixed], y[mixed]
+    val_pixels, y_val = pixels[:64], y[:64]
+    plan = plan_filters(source_model, KEEP, 8)
+    scores = filter_scores(source_model, "l1", pixels[:8], 64)
+    augmentation = source_augmentation(run.config)
+    assert augmentation == AugmentConfig(**run.config["augmentation"])  # what the source was trained with
+    weights, val_loss = {}, {}
+    for name, augment in (("augmented", augmentation), ("plain", None)):
+        model = pruned_copy(source_model, kept_filters(scores, plan))
+        config = PruneConfig(run=trained_run, epochs=1, learning_rate=1e-3, batch_size=64)
+        history = fine_tune(model, {"train": pixels, "val": val_pixels}, {"train": y, "val": y_val}, config, None, augment)
+        weights[name] = model.get_weights()
+        probs = batched_predict(model, val_pixels, 64, "predict")
+        val_loss[name] = (history[0]["history"]["val_loss"][-1], float(np.mean(-np.log(probs[np.arange(len(y_val)), y_val]))))
+    assert any(not np.allclose(a, b) for a, b in zip(weights["augmented"], weights["plain"]))
+    for recorded, recomputed in val_loss.values():
+        assert recorded == pytest.approx(recomputed, rel=1e-3, abs=1e-4), val_loss

@@ -431,6 +431,7 @@ def prune(
     samples: int = typer.Option(_PRUNE.samples, "--samples", help="activation: train images the filters are ranked on."),
     round_to: int = typer.Option(_PRUNE.round_to, "--round-to", help="Every convolution keeps a multiple of this many filters (SIMD-friendly widths)."),
     epochs: int = typer.Option(_PRUNE.epochs, "--epochs", help="Fine-tuning epochs at most (early stopping on val loss; 0: none)."),
+    augment: bool = typer.Option(_PRUNE.augment, "--augment/--no-augment", help="Fine-tune on freshly augmented images, with the augmentations the run was trained with."),
     distill: float = typer.Option(_PRUNE.distill, "--distill", help="Weight of the source model's own probabilities in the fine-tuning targets (0, the default: the labels alone)."),
     learning_rate: float = typer.Option(_PRUNE.learning_rate, "--lr", help="Adam learning rate of the fine-tuning."),
     patience: int = typer.Option(_PRUNE.patience, "--patience", help="Early-stopping patience in epochs."),
@@ -440,7 +441,7 @@ def prune(
     """Prune a trained run's VGG16 filters to a MAC budget, fine-tune and recalibrate on its splits, and write a new run."""
     from .prune import PruneConfig, prune as run_prune
 
-    config = PruneConfig(run=run, out=out, keep=keep, criterion=criterion, samples=samples, round_to=round_to, epochs=epochs, distill=distill,
+    config = PruneConfig(run=run, out=out, keep=keep, criterion=criterion, samples=samples, round_to=round_to, epochs=epochs, augment=augment, distill=distill,
                          learning_rate=learning_rate, patience=patience, batch_size=batch_size, seed=seed)
     result = run_prune(config)
     report = result.report
