@@ -14,5 +14,8 @@ case "${1:-all}" in
   brain-noaug|all) run noaug-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --augment off ;;&
   brain-online|all) run online-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --augment online ;;&
   mnist-noflip|all) run noflip-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --no-flip ;;&
+  # session 7: flips decided on the data (neither --flip nor --no-flip), and the 64 px brain source of the pruning benchmarks
+  mnist-flipauto|all) run flipauto-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 ;;&
+  brain-default-64|all) run default-brain-mri-64 --data ../shared/data/brain-mri --image-size 64 ;;&
   *) ;;
 esac

@@ -52,7 +52,11 @@ def test_history_has_both_phases(trained_run: Path) -> None:
     assert [p["phase"] for p in phases] == ["head", "fine-tune"]
     assert phases[0]["learning_rate"] == 1e-3 and phases[1]["learning_rate"] == 1e-4
     report = json.loads((trained_run / "report.json").read_text())
-    assert report["augmentation"] == {"mode": "cached", "views": 4}
+    augmentation = report["augmentation"]
+    assert augmentation["mode"] == "cached" and augmentation["views"] == 4
+    # Neither --flip nor --no-flip: decided on the data; mirrored digits are other shapes, so no flips, and the views were made so.
+    assert augmentation["flip"]["flip"] is False and augmentation["flip"]["mirrored_errors"] > augmentation["flip"]["errors"]
+    assert json.loads((trained_run / "config.json").read_text())["augmentation"]["flip"] is False
     selection = report["selection"]
     assert selection["monitor"] == "val_loss" and [p["phase"] for p in selection["phases"]] == ["head", "fine-tune"]
     kept = selection["kept"]
@@ -131,7 +135,8 @@ def test_mixed_precision_and_online_augmentation_save_a_plain_float32_model(tmp_
                                mixed_precision="bfloat16", augment="online"))
     assert result.metrics["accuracy"] > 0.5  # 10 classes: chance is 0.1
     assert json.loads((out / "config.json").read_text())["mixed_precision"] == "bfloat16"
-    assert result.report["augmentation"] == {"mode": "online", "views": None} and "feature_extraction_s" not in result.report["timings"]
+    assert result.report["augmentation"]["mode"] == "online" and result.report["augmentation"]["views"] is None
+    assert "feature_extraction_s" not in result.report["timings"]
     model = RunDir.open(out).load_model()
     assert not [layer.name for layer in model.layers if type(layer).__name__.startswith("Random")]
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}

@@ -94,7 +94,7 @@ def train(
     dropout: float = typer.Option(_HEAD.dropout, "--dropout"),
     augment: str = typer.Option(_T.augment, "--augment", help="cached: augmented views through the frozen base once (epochs as fast as without); online: fresh augmentation every epoch (runs VGG16 every epoch); off."),
     views: int = typer.Option(_T.views, "--views", help="cached augmentation: versions of each training image (the original and views-1 augmented)."),
-    flip: bool = typer.Option(_AUG.flip, "--flip/--no-flip", help="Horizontal flips among the augmentations (off for images whose sides differ, e.g. digits)."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Horizontal flips among the augmentations. Neither given: decided on the data (flips stay when mirrored val images keep their labels; off for images whose sides differ, e.g. digits)."),
     val_fraction: float = typer.Option(_T.val_fraction, "--val-fraction"),
     test_fraction: float = typer.Option(_T.test_fraction, "--test-fraction"),
     seed: int = typer.Option(_T.seed, "--seed"),

@@ -192,7 +192,7 @@ def extract(model, stream: SplitStream, views: int, batch_size: int, folder: Pat
     overflows float16 raises OverflowError (the caller extracts again as float32)."""
     shape = tuple(int(d) for d in model.output_shape[1:])
     store = None
-    forward = _forward(model)
+    forward = compiled_forward(model)
     augmenters = {v: transform(v) for v in range(1, views)} if transform else {}
     for rows, pixels in stream.batches(batch_size, f"frozen features {stream.split}, {views} view{'s' if views > 1 else ''}"):
         if not len(rows):
@@ -219,7 +219,7 @@ def transform_store(model, source: FeatureStore, name: str, batch_size: int) -> 
     shape = tuple(int(d) for d in model.output_shape[1:])
     store = FeatureStore(source.folder, name, source.views, source.n, shape, source.dtype)
     store.create()
-    forward = _forward(model)
+    forward = compiled_forward(model)
     with progress(f"frozen blocks {name}", source.views * source.n) as advance:
         for view in range(source.views):
             for start in range(0, source.n, batch_size):
@@ -230,7 +230,7 @@ def transform_store(model, source: FeatureStore, name: str, batch_size: int) -> 
     return store
 
 
-def _forward(model):
+def compiled_forward(model):
     """`model` in inference mode, as one compiled function. Called directly rather than through `predict`,
     which under a multi-worker strategy gathers every worker's outputs."""
     import tensorflow as tf

@@ -78,7 +78,7 @@ class HeadConfig:
 class AugmentConfig:
     """The seeds' augmentations; applied only while training, only when enabled."""
 
-    flip: bool = True
+    flip: bool | None = None  # None: decided on the data (`train` runs mirror.mirror_test first)
     rotation: float = 0.05
     zoom: float = 0.1
     brightness: float = 0.1
@@ -114,6 +114,8 @@ def augmenter(augment: AugmentConfig, seed: int):
     """The random augmentation layers as one model: (raw pixels, training=True) -> an augmented view."""
     import keras
 
+    if augment.flip is None:
+        raise ValueError("augmenter: decide the flip first (mirror.mirror_test)")
     layers = []
     if augment.flip:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))

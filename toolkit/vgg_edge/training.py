@@ -9,12 +9,12 @@ Speed: the frozen part of the network (up to the cut: block3_pool when two block
 never changes, so its output is computed once and both phases train on cached features instead of
 running VGG16 forward every epoch. Augmentation keeps that speed (`augment="cached"`, the default):
 the frozen part runs once over `views` versions of every training image (the original and
-`views - 1` randomly flipped, rotated, zoomed, brightened and contrasted copies), and each epoch
-trains on one randomly chosen version per image. An epoch costs what an unaugmented one does;
-only the one-off extraction grows with `views`. `augment="online"` draws fresh augmentations
-every epoch and runs the whole network (the reference it is measured against); `"off"` trains on
-the originals alone. Cached features are stored as float16 (half the memory; the bfloat16
-arithmetic of mixed precision is coarser still).
+`views - 1` randomly flipped, rotated, zoomed, brightened and contrasted copies; whether to flip is
+decided on the data unless given, mirror.py), and each epoch trains on one randomly chosen version
+per image. An epoch costs what an unaugmented one does; only the one-off extraction grows with
+`views`. `augment="online"` draws fresh augmentations every epoch and runs the whole network (the
+reference it is measured against); `"off"` trains on the originals alone. Cached features are
+stored as float16 (half the memory; the bfloat16 arithmetic of mixed precision is coarser still).
 
 After training, on the validation split only: a temperature is fitted and folded into the last
 layer (calibrated probabilities, unchanged argmax; see temperature.py), and with
@@ -58,6 +58,7 @@ from .loop import Batches, run_epochs
 from .resume import EpochCheckpoint, PhaseState, TrainingCheckpoint, resume_folder, seed_states, set_seed_states
 from .fileio import sha256_file
 from .metrics import classification_metrics
+from .mirror import mirror_test
 from .model import BLOCKS, POOLINGS, AugmentConfig, HeadConfig, augmenter, augmenting, batched_predict, build_model, cut_layer_name, set_trainable, split_at
 from .run import RunContents, RunDir
 from .ui import console, progress
@@ -157,6 +158,7 @@ def train(config: TrainConfig) -> TrainResult | None:
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k != "resume"}
     checkpoint = TrainingCheckpoint(resume_folder(config.out, worker), settings, config.resume)
     try:
+        config, flip = _choose_flip(config, weights, len(labels), streams, placement)
         with dtype_policy(MIXED_POLICIES[precision]):
             model, fit, timings, cache = _fit(config, weights, len(labels), streams, MIXED_POLICIES[precision], checkpoint, placement)
     except VggEdgeError:  # bad data: nothing to resume (a crash or Ctrl-C keeps the folder for --resume)
@@ -197,7 +199,7 @@ def train(config: TrainConfig) -> TrainResult | None:
         "dropped_duplicates": len(manifest.dropped_duplicates),
         "unreadable": len(manifest.unreadable),
         "ignored_non_image_files": manifest.ignored_files,
-        "augmentation": {"mode": config.augment, "views": config.views if config.augment == "cached" else None},
+        "augmentation": {"mode": config.augment, "views": config.views if config.augment == "cached" else None, "flip": flip},
         "feature_cache": cache,
         "resumed": checkpoint.resumed,
         "mixed_precision": {"requested": config.mixed_precision, "used": precision, "why": why},
@@ -235,6 +237,23 @@ def resolve_mixed_precision(requested: str) -> tuple[str, str]:
     if found:
         return "bfloat16", f"auto: the CPU has {', '.join(found)}"
     return "off", "auto: no GPU with float16 tensor cores, no bfloat16 units on this CPU (AMX or AVX512-BF16); float32"
+
+
+def _choose_flip(config: TrainConfig, weights: Path | None, num_classes: int, streams: dict[str, SplitStream],
+                 placement: Placement) -> tuple[TrainConfig, dict | str]:
+    """`config` with its flip decided (mirror.py) when it was left to the data and augmentation is on; and what the
+    report says of it. Every worker runs the same test on the same images; they keep flips only if all of them do."""
+    if config.augment == "off":
+        return config, "no augmentation"
+    if config.augmentation.flip is not None:
+        return config, f"{'on' if config.augmentation.flip else 'off'}, as requested"
+    started = time.perf_counter()
+    base, _ = split_at(build_model(num_classes, config.image_size, weights, config.head), "block5_pool")  # float32, the ImageNet base
+    test = mirror_test(base, streams["train"], streams["val"], config.batch_size, config.seed)
+    flip = bool(placement.agree(int(test.flip)))
+    console.print(test.describe(), soft_wrap=True)
+    record = test.record() | {"flip": flip, "seconds": time.perf_counter() - started}
+    return dataclasses.replace(config, augmentation=dataclasses.replace(config.augmentation, flip=flip)), record
 
 
 def _first_line(text: str) -> str:
