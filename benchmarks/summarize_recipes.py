@@ -34,7 +34,9 @@ def main(runs: list[str]) -> None:
         r = json.loads((run / "report.json").read_text())
         c = json.loads((run / "config.json").read_text())
         aug = r["augmentation"]
-        recipe = (f"{aug['mode']}{' x' + str(aug['views']) if aug['views'] else ''}, {c['fine_tune_blocks']} blocks, "
+        flips = "auto: " if isinstance(aug.get("flip"), dict) else ""  # decided on the data (mirror.py) rather than given
+        flips += "flips" if c["augmentation"]["flip"] else "no flips"
+        recipe = (f"{aug['mode']}{' x' + str(aug['views']) if aug['views'] else ''} ({flips}), {c['fine_tune_blocks']} blocks, "
                   f"{c['head']['pooling']}, {r['mixed_precision']['used']}, class weights {'on' if c['class_weights'] else 'off'}")
         kept = r["selection"]["kept"]
         chosen = f"{kept['phase']} ep {kept['best_epoch']} ({kept['val_loss']:.4f} / {kept['val_accuracy']:.4f})"
