@@ -5,8 +5,7 @@
     -> benchmarks/results/<name>.{json,md}; the pruned runs in runs/<source>-keep<K>-<variant>/, or runs/<source>-keep<K>/
        for a variant with no arguments (prune's defaults: the folder prune_curve.py makes and reuses)
 
-Each variant is `vgg-edge prune SOURCE --keep K <its arguments>` with prune's other defaults (activation
-criterion, at most 5 fine-tuning epochs, early stopping on val loss). A variant whose run exists is not
+Each variant is `vgg-edge prune SOURCE --keep K <its arguments>` with prune's other defaults. A variant whose run exists is not
 pruned again. Selection is on val; the test split (the source's) is read once per variant, by prune itself.
 Run one at a time on a quiet machine: the fine-tuning seconds are reported.
 """
@@ -62,7 +61,7 @@ def main() -> None:
     lines = [f"# Pruning variants: keep {args.keep:g} of {source.name}", "",
              f"Command: `.venv/bin/python {command}` (2 CPU cores). Source: `{source.name}`, val loss {source_kept['val_loss']:.4f} / "
              f"val accuracy {source_kept['val_accuracy']:.4f} at its kept epoch, test accuracy {source_test:.4f}.", "",
-             f"Each row: `vgg-edge prune SOURCE --keep {args.keep:g} ARGUMENTS` (at most 5 epochs, early stopping on val loss).", "",
+             f"Each row: `vgg-edge prune SOURCE --keep {args.keep:g} ARGUMENTS`, prune's other options at their defaults.", "",
              "| variant | arguments | conv MACs kept | epochs run | kept epoch | val loss | val accuracy | test accuracy | test change, pp | fine-tune s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

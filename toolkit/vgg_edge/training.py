@@ -425,6 +425,18 @@ def evaluate_run(run_dir: Path, batch_size: int = 32) -> dict:
     return metrics
 
 
+MONITOR = "val_loss"  # what selects epochs: a proper score, rewards calibrated confidence, not just the argmax; less noisy than accuracy on small val splits
+
+
+def stopping_callbacks(patience: int) -> tuple:
+    """Early stopping on val loss (ending on the best epoch) and the learning rate x0.2 after `patience - 1` epochs
+    without a better one: how `train`'s phases and `prune`'s fine-tuning end."""
+    import keras
+
+    return (keras.callbacks.EarlyStopping(MONITOR, patience=patience, restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(MONITOR, factor=0.2, patience=max(1, patience - 1), min_lr=1e-7))
+
+
 class _Fitter:
     """Runs training phases with early stopping and LR reduction, and keeps their history.
 
@@ -432,7 +444,7 @@ class _Fitter:
     weights after a phase is that phase's best checkpoint.
     """
 
-    MONITOR = "val_loss"  # a proper score: rewards calibrated confidence, not just the argmax; less noisy than accuracy on small val splits
+    MONITOR = MONITOR
 
     def __init__(self, config: TrainConfig, full_model, class_weight: np.ndarray | None, checkpoint: TrainingCheckpoint, placement: Placement):
         self.config = config
@@ -467,8 +479,7 @@ class _Fitter:
         cfg = self.config
         with self.placement.strategy.scope():  # the optimizer's variables are the strategy's too
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")  # sets model.optimizer (loss-scaled under float16)
-        early_stopping = keras.callbacks.EarlyStopping(self.MONITOR, patience=cfg.patience, restore_best_weights=True)
-        plateau = keras.callbacks.ReduceLROnPlateau(self.MONITOR, factor=0.2, patience=max(1, cfg.patience - 1), min_lr=1e-7)
+        early_stopping, plateau = stopping_callbacks(cfg.patience)
         train_rows, val_rows = streams["train"].valid, streams["val"].valid
         train = Batches(x["train"], train_rows, streams["train"].labels, cfg.batch_size, seed=cfg.seed + index, class_weight=self.class_weight)
         val = Batches(x["val"], val_rows, streams["val"].labels, cfg.batch_size)
