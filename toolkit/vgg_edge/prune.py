@@ -28,15 +28,15 @@ names, fewer channels) that every converter and runtime speeds up as it is, with
    the head dense's matching rows (for a Flatten head, those of every spatial position).
 4. fine-tune every layer but the preprocessing on the run's recorded train split, Adam at a low
    learning rate lowered x0.2 on plateaus, stopping early on val loss and keeping the best epoch,
-   as `train`'s phases do: with a fixed rate and at most 5 epochs the val loss rose again after
-   epoch 3 and the model stayed under-trained (3.5 test points lost at keep 0.5 against 1.25 with
-   the plateau reduction, up to 12 epochs and patience 3; prune_augment_64.md). Every training batch is
-   freshly augmented with the source run's own augmentations (`train`'s flips, rotation, zoom,
+   as `train`'s phases do (with a fixed rate the val loss rose again after epoch 3 and the model
+   stayed under-trained: at keep 0.5 of a 64 px brain-MRI source, 1.25 test points lost with the
+   plateau reduction against 3.5 without; prune_augment_64.md). Every training batch is freshly
+   augmented with the source run's own augmentations (`train`'s flips, rotation, zoom,
    brightness, contrast, as that run recorded them; `augment=False` turns it off): without them
    the fine-tuning undoes what augmentation gave the source (`train` without augmentation scores
-   6 points lower on the brain-MRI test split at the same validation figures, recipes.md). Measured
-   on a 64 px brain-MRI source at keep 0.5: 3.5 test points lost with augmentation against 5.3
-   without, and validation loss chose it (benchmarks/results/prune_augment_64.md). The source's folded
+   6 points lower on the brain-MRI test split at the same validation figures, recipes.md); on the
+   same 64 px source, 3.5 test points lost with augmentation against 5.3 without, and validation
+   loss chose it. The source's folded
    temperature is unfolded first, so fine-tuning sees the logits the run was trained with. With
    `distill` > 0 the targets are distilled (Hinton et al., 2015): that share of each train image's
    target is the source model's own probabilities for it, the rest its label. Off by default: on
@@ -160,7 +160,8 @@ def prune(config: PruneConfig) -> PruneResult:
 
     t = time.perf_counter()
     teacher = batched_predict(model, pixels["train"], config.batch_size, "source model on train") if config.distill and config.epochs else None
-    augmentation = source_augmentation(source.config) if config.augment else None
+    trained_with = source_augmentation(source.config)
+    augmentation = trained_with if config.augment else None
     history = fine_tune(pruned, pixels, y, config, teacher, augmentation)
     timings["fine_tune_s"] = time.perf_counter() - t
     calibration, val_probs = calibrate_on_val(pruned, pixels["val"], y["val"], config.batch_size, calibrate)
@@ -191,7 +192,7 @@ def prune(config: PruneConfig) -> PruneResult:
         "params": params, "augmentation": dataclasses.asdict(augmentation) if augmentation else None,  # what fine-tuning applied
     }
     run_config = {"source": "prune", "image_size": source.image_size, "preprocess": source.preprocess, "calibrate": calibrate,
-                  "augmentation": dataclasses.asdict(source_augmentation(source.config)),  # the source's, for a later prune of this run
+                  "augmentation": dataclasses.asdict(trained_with),  # the source's, for a later prune of this run
                   "prune": record, "source_config": source.config}
     timings["total_s"] = time.perf_counter() - started
     report = {
