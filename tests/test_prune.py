@@ -81,6 +81,29 @@ def test_the_pruned_run_is_complete_on_the_source_split_and_keeps_the_operating_
     assert "operating_point" in run.metrics
 
 
+def test_the_pruned_model_is_judged_against_its_source_with_the_gates_statistics(pruned, trained_run, source_model):
+    """Recomputed here from both models' test decisions, each by its own rule (the source's threshold, the pruned run's re-chosen one)."""
+    out, printed = pruned
+    run, source = RunDir.open(out), RunDir.open(trained_run)
+    pixels, y = source.load_images("test")
+    before = source.decision.decide(batched_predict(source_model, pixels, 64, "source"))
+    after = run.decision.decide(batched_predict(run.load_model(), pixels, 64, "pruned"))
+    judged = json.loads((out / "report.json").read_text())["against_source"]
+    assert judged["gate"]["max_drop_pp"] == 1.0
+    accuracy = next(m for m in judged["paired"] if m["metric"] == "accuracy")
+    right_before, right_after = before == y, after == y
+    assert accuracy["counts"] == [int(np.sum(right_before & right_after)), int(np.sum(right_before & ~right_after)),
+                                  int(np.sum(~right_before & right_after)), int(np.sum(~right_before & ~right_after))]
+    assert accuracy["change_pp"] == pytest.approx(100 * (right_after.mean() - right_before.mean()))
+    assert accuracy["change_pp"] == pytest.approx(100 * (run.metrics["operating_point"]["metrics"]["accuracy"] - source.metrics["operating_point"]["metrics"]["accuracy"]))
+    lo, hi = accuracy["ci_pp"]
+    assert lo < accuracy["change_pp"] < hi
+    worst = min(m["ci_pp"][1] for m in judged["paired"] if m["gated"])  # the status follows the gated intervals and the margin
+    least = min(m["ci_pp"][0] for m in judged["paired"] if m["gated"])
+    assert judged["status"] == ("rejected" if worst < -1.0 else "accepted" if least > -1.0 else "unproven")
+    assert "against the source, by the parity gate's statistics" in printed and judged["status"] in printed
+
+
 def test_export_of_the_pruned_run_passes_the_gate_and_is_smaller(pruned, source_model, tmp_path):
     from vgg_edge.export import export_run
 

@@ -437,12 +437,13 @@ def prune(
     patience: int = typer.Option(_PRUNE.patience, "--patience", help="Early-stopping patience in epochs."),
     batch_size: int = typer.Option(_PRUNE.batch_size, "--batch-size"),
     seed: int = typer.Option(_PRUNE.seed, "--seed"),
+    max_drop: float = typer.Option(_PRUNE.max_drop, "--max-drop", help="Margin in accuracy/sensitivity points the pruned model is judged against the source with (the parity gate's statistics, on the test split; recorded, not enforced)."),
 ) -> None:
     """Prune a trained run's VGG16 filters to a MAC budget, fine-tune and recalibrate on its splits, and write a new run."""
     from .prune import PruneConfig, prune as run_prune
 
     config = PruneConfig(run=run, out=out, keep=keep, criterion=criterion, samples=samples, round_to=round_to, epochs=epochs, augment=augment, distill=distill,
-                         learning_rate=learning_rate, patience=patience, batch_size=batch_size, seed=seed)
+                         learning_rate=learning_rate, patience=patience, batch_size=batch_size, seed=seed, max_drop=max_drop)
     result = run_prune(config)
     report = result.report
     kept = report["selection"]["kept"]
@@ -464,6 +465,12 @@ def prune(
     print_table(metrics_table(result.metrics, "pruned, test split"))
     if "operating_point" in result.metrics:
         print_table(metrics_table(result.metrics["operating_point"]["metrics"], "pruned, test split at the operating point"))
+    judged = report["against_source"]
+    accuracy = next(m for m in judged["paired"] if m["metric"] == "accuracy")
+    console.print(f"against the source, by the parity gate's statistics (margin {config.max_drop:g} pp, test split): [{STATUS_STYLE[judged['status']]}]{judged['status']}[/] "
+                  + escape(f"(accuracy {accuracy['change_pp']:+.2f} pp, 95% CI [{accuracy['ci_pp'][0]:+.2f}, {accuracy['ci_pp'][1]:+.2f}])"), soft_wrap=True)
+    for line in judged["failures"] + judged["unproven"]:
+        console.print(f"  {escape(line)}", soft_wrap=True)
     console.print(f"next: vgg-edge export {result.run} --format all --int8", soft_wrap=True)
 
 

@@ -47,6 +47,12 @@ names, fewer channels) that every converter and runtime speeds up as it is, with
    target sensitivity, so the pruned run keeps the source's promise rather than its number; then
    read the test split once and write the run (the source's split.json, so the test figures compare
    with the source's recorded ones).
+6. judge the pruned model against its source with the parity gate's own statistics, on the test
+   split's images (paired: both models see the same images, each decides by its own rule): accuracy
+   and every class's sensitivity, each change with its 95% interval against a margin of `max_drop`
+   points. `accepted`: shown within the margin; `rejected`: shown worse; `unproven`: these images
+   cannot tell. The verdict is recorded, not enforced: the pruned run is written either way, and
+   its exports then face the gate against the pruned model itself.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ from . import temperature
 from .data import SEED
 from .decision import DecisionRule, choose_threshold
 from .errors import VggEdgeError, check_range
+from .export.parity import Decisions, Gate, paired_decisions
+from .export.pipeline import DEFAULT_MAX_DROP
 from .fileio import sha256_file
 from .metrics import classification_metrics
 from .model import PREPROCESS_LAYER, AugmentConfig, augmenting, batched_predict, conv_block_layers, set_trainable
@@ -93,6 +101,7 @@ class PruneConfig:
     patience: int = 3  # early stopping on val loss (the learning rate falls x0.2 one epoch sooner)
     batch_size: int = 32
     seed: int = SEED
+    max_drop: float = DEFAULT_MAX_DROP  # points: the margin the pruned model is judged against its source with
 
     @property
     def destination(self) -> Path:
@@ -103,7 +112,7 @@ class PruneConfig:
         for option, value, low, high in (
             ("--keep", self.keep, 0.01, 1.0), ("--samples", self.samples, 1, None), ("--round-to", self.round_to, 1, 512),
             ("--epochs", self.epochs, 0, None), ("--distill", self.distill, 0.0, 1.0), ("--lr", self.learning_rate, 1e-8, 1.0), ("--patience", self.patience, 1, None),
-            ("--batch-size", self.batch_size, 1, None),
+            ("--batch-size", self.batch_size, 1, None), ("--max-drop", self.max_drop, 0.0, 100.0),
         ):
             check_range(option, value, low, high)
         if self.criterion not in CRITERIA:
@@ -175,6 +184,8 @@ def prune(config: PruneConfig) -> PruneResult:
     with progress("decode test", len(source.split.files("test"))) as advance:
         test_pixels, y_test = source.load_images("test", on_progress=advance)
     features, test_probs = test_outputs(pruned, test_pixels, config.batch_size)
+    source_probs = batched_predict(model, test_pixels, config.batch_size, "source model on test")
+    comparison = against_source(y_test, source.decision.decide(source_probs), rule.decide(test_probs), labels, config.max_drop)
     timings["test_s"] = time.perf_counter() - t
     metrics = classification_metrics(y_test, test_probs, labels)
     if rule.positive:
@@ -202,6 +213,7 @@ def prune(config: PruneConfig) -> PruneResult:
         "calibration": calibration,
         "operating_point": rule.record(),
         "before_after": before_after(source.metrics, metrics, plan, params, rule),
+        "against_source": comparison,
         "test_split": "the source run's, read once, after the epoch, temperature and operating point were chosen on val",
         "timings": timings,
     }
@@ -221,6 +233,14 @@ def before_after(source_metrics: dict, metrics: dict, plan: Plan, params: dict, 
         rows["test accuracy, operating point"] = [m.get("accuracy") for m in point]
         rows[f"test sensitivity of '{rule.positive}', operating point"] = [m.get("per_class", {}).get(rule.positive, {}).get("sensitivity") for m in point]
     return rows
+
+
+def against_source(y: np.ndarray, source_decisions: np.ndarray, pruned_decisions: np.ndarray, labels: list[str], max_drop: float) -> dict:
+    """The pruned model against its source on the same test images, by the parity gate's statistics (step 6)."""
+    paired = paired_decisions([Decisions("test", y, source_decisions, pruned_decisions)], labels)
+    gate = Gate(max_drop_pp=max_drop)
+    verdict = gate.judge({"evidence": {}, "paired": paired})
+    return {"gate": gate.record(), "status": verdict.status, "failures": verdict.failures, "unproven": verdict.unproven, "paired": paired}
 
 
 def check_prunable(model, where: Path) -> None:

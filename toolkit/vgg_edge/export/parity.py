@@ -173,8 +173,24 @@ def paired_metrics(evidence: list[Predictions], labels: list[str], confidence: f
 
     Gated: accuracy and the sensitivities (as before the statistics); specificities are reported.
     """
+    return paired_decisions([Decisions(p.split, p.y, decide(p.reference), decide(p.exported)) for p in evidence], labels, confidence)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """One split's labels and two models' decisions (class indices) on the same images."""
+
+    split: str
+    y: np.ndarray
+    reference: np.ndarray
+    exported: np.ndarray
+
+
+def paired_decisions(decided: list[Decisions], labels: list[str], confidence: float = 0.95) -> list[dict]:
+    """`paired_metrics` from decisions already made, for two models that decide by different rules
+    (a pruned run re-chooses its operating point's threshold; `prune` judges it against its source)."""
     outcomes = []  # (metric, class, gated, per split: (reference right, export right) over the metric's images)
-    decided = [(p.split, p.y, decide(p.reference), decide(p.exported)) for p in evidence]
+    decided = [(d.split, d.y, d.reference, d.exported) for d in decided]
     outcomes.append(("accuracy", None, True, {s: (r == y, e == y) for s, y, r, e in decided}))
     for k, label in enumerate(labels):
         outcomes.append(("sensitivity", label, True, {s: ((r == k)[y == k], (e == k)[y == k]) for s, y, r, e in decided}))
