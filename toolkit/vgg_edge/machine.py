@@ -29,6 +29,9 @@ def cpu_flags() -> set[str]:
     return {flag for key, value in _cpuinfo() if key == "flags" for flag in value.split()}
 
 
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # set, they make oneDNN (TensorFlow, OpenVINO) use less than the CPU has
+
+
 def environment() -> dict:
     """CPU model and ISA flags, cores, memory, GPU, OS, package versions: what the figures depend on."""
     models = [value for key, value in _cpuinfo() if key == "model name"]
@@ -47,6 +50,7 @@ def environment() -> dict:
         "python": platform.python_version(),
         "packages": {name: v for name, v in installed_versions(PACKAGES).items() if v},
         "load_average": list(os.getloadavg()),
+        "isa_caps": {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)},
     }
 
 

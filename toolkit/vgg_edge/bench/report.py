@@ -228,7 +228,8 @@ def to_markdown(doc: dict) -> str:
         f"# vgg-edge bench ({doc['created']})", "",
         f"Command: `{doc['command']}`" if doc["command"] else "", "",
         f"CPU: {env['cpu']['model']}, {env['cpu']['usable_cores']} usable cores; flags {' '.join(env['cpu']['flags']) or '-'}; "
-        f"GPU: {', '.join(env['gpus']) or 'none'}; load average at start {' '.join(f'{x:.2f}' for x in env['load_average'])}.",
+        f"GPU: {', '.join(env['gpus']) or 'none'}; load average at start {' '.join(f'{x:.2f}' for x in env['load_average'])}"
+        + "".join(f"; {name}={value} (oneDNN kept below the CPU's ISA)" for name, value in env.get("isa_caps", {}).items()) + ".",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + ".",
         f"Method: batch sizes {config['batch_sizes']} at {config['threads'][0]} threads (thread sweep at batch 1: {config['threads'][1:] or 'none'}); "
         f"warm-up {config['warmup_runs']} runs and {config['warmup_seconds']} s; at least {config['min_runs']} timed runs and {config['min_seconds']} s; "
