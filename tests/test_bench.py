@@ -127,6 +127,20 @@ def test_reports_environment_csv_markdown_and_plots(bench_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_isa_cap_is_recorded_and_said(bench_run, monkeypatch):
+    """A bench run with oneDNN kept below the CPU's ISA (to time a lesser CPU) says so; the fixture's, uncapped, does not."""
+    from vgg_edge.bench.report import to_markdown
+    from vgg_edge.machine import environment
+
+    _, out = bench_run
+    doc = load_bench(out / "bench.json")
+    assert doc["environment"]["isa_caps"] == {} and "ONEDNN_MAX_CPU_ISA" not in (out / "bench.md").read_text()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    doc["environment"] = environment()
+    assert doc["environment"]["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert "ONEDNN_MAX_CPU_ISA=AVX2 (oneDNN kept below the CPU's ISA)" in to_markdown(doc)
+
+
 def test_the_tiny_bench_tables_show_throughput_mode_in_wide_only(bench_run):
     from vgg_edge.bench.report import THROUGHPUT_MODE_COLUMNS, compact_rows, summary_rows
     from vgg_edge.ui import render_table
