@@ -182,6 +182,28 @@ def test_compare_matches_like_with_like_and_gates_on_the_median():
     assert regressions(list(found.values()), 1.2) == []
 
 
+def test_each_artifact_is_benched_against_the_run_its_manifest_names(exported: Path, trained_run: Path, tmp_path: Path):
+    """A run given on the command line does not capture another run's artifacts (a pruned run's exports benched beside
+    their source); it stands in only for a source run that is not here (an artifact copied from another machine)."""
+    from vgg_edge.manifest import write as write_manifest
+
+    other = tmp_path / "other-run"
+    shutil.copytree(trained_run, other)
+
+    def artifact_of(run: Path, name: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(exported / "onnx-fp32", folder)
+        doc = json.loads((folder / "manifest.json").read_text())
+        doc["source"]["run"] = str(run)
+        write_manifest(folder, doc)
+        return folder
+
+    targets = discover([trained_run, artifact_of(other, "theirs"), artifact_of(tmp_path / "moved-away", "copied")], baseline=True)
+    runs = {Path(t.path).name: Path(t.run) for t in targets if t.device == "CPU" and t.format == "onnx"}
+    assert runs == {"theirs": other.resolve(), "copied": trained_run.resolve()}
+    assert {Path(t.run) for t in targets if t.format == "keras"} == {other.resolve(), trained_run.resolve()}  # each run's own baseline
+
+
 def test_a_tampered_artifact_is_a_failed_row_not_a_crash(exported: Path, tmp_path: Path):
     broken = tmp_path / "onnx-fp32"
     shutil.copytree(exported / "onnx-fp32", broken)
@@ -312,6 +334,16 @@ def _no_baseline(doc: dict) -> dict:
     return doc
 
 
+def _without_throughput_mode(doc: dict) -> dict:
+    """`doc` as a bench file from before throughput mode (some saved ones are, some are not)."""
+    import copy
+
+    doc = copy.deepcopy(doc)
+    for t in doc["targets"]:
+        t["throughput_mode"] = None
+    return doc
+
+
 def _with_throughput_mode(doc: dict) -> dict:
     """`doc` as if throughput mode had run: 4 single-threaded streams at twice each target's batch-1 throughput."""
     import copy
@@ -408,7 +440,7 @@ def test_throughput_mode_joins_the_wide_table_markdown_and_csv_not_the_compact_t
     from vgg_edge.ui import render_table
     from vgg_edge.bench import summary_table
 
-    doc = load_bench(path)
+    doc = _without_throughput_mode(load_bench(path))
     with_mode = _with_throughput_mode(doc)
     assert compact_rows(with_mode) == compact_rows(doc)
     assert max(map(len, render_table(summary_table(with_mode), 80).splitlines())) <= 80

@@ -70,10 +70,11 @@ def discover(paths: list[Path], baseline: bool = True) -> list[Target]:
 
 
 def _source_run(info: manifest.ArtifactInfo, runs: list[Path]) -> Path:
-    """The run an artifact was exported from: one given on the command line, else the manifest's."""
-    if len(runs) == 1:
-        return runs[0]
+    """The run an artifact was exported from, as its manifest records it (given on the command line or not);
+    where that run is not here (the artifact was copied from another machine), the one run given."""
     recorded = info.source_run
     if recorded and RunDir.looks_like(recorded):
-        return recorded
+        return recorded.resolve()
+    if len(runs) == 1:
+        return runs[0]
     raise VggEdgeError(f"{info.path / manifest.MANIFEST}: its source run {recorded or '(none recorded)'} is not here; pass the run directory as well (vgg-edge bench RUN {info.path})")
