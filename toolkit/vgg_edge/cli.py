@@ -467,7 +467,7 @@ def prune(
         print_table(metrics_table(result.metrics["operating_point"]["metrics"], "pruned, test split at the operating point"))
     judged = report["against_source"]
     accuracy = next(m for m in judged["paired"] if m["metric"] == "accuracy")
-    console.print(f"against the source, by the parity gate's statistics (margin {config.max_drop:g} pp, test split): [{STATUS_STYLE[judged['status']]}]{judged['status']}[/] "
+    console.print(f"against the source, by the parity gate's statistics (margin {config.max_drop:g} pp, test split; recorded in report.json, not enforced): [{STATUS_STYLE[judged['status']]}]{judged['status']}[/] "
                   + escape(f"(accuracy {accuracy['change_pp']:+.2f} pp, 95% CI [{accuracy['ci_pp'][0]:+.2f}, {accuracy['ci_pp'][1]:+.2f}])"), soft_wrap=True)
     for line in judged["failures"] + judged["unproven"]:
         console.print(f"  {escape(line)}", soft_wrap=True)
