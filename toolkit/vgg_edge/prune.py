@@ -143,7 +143,8 @@ def prune(config: PruneConfig) -> PruneResult:
     started = time.perf_counter()
     config.check()
     source = RunDir.open(config.run)
-    labels, rule = source.labels, source.decision  # a bad decision.json is reported before the model loads
+    labels, source_rule = source.labels, source.decision  # a bad decision.json is reported before the model loads
+    rule = source_rule
     decision_path = source.path / DECISION_FILE
     source_temperature = source.temperature
     calibrate = bool(source.config.get("calibrate", True))
@@ -185,11 +186,12 @@ def prune(config: PruneConfig) -> PruneResult:
         test_pixels, y_test = source.load_images("test", on_progress=advance)
     features, test_probs = test_outputs(pruned, test_pixels, config.batch_size)
     source_probs = batched_predict(model, test_pixels, config.batch_size, "source model on test")
-    comparison = against_source(y_test, source.decision.decide(source_probs), rule.decide(test_probs), labels, config.max_drop)
+    decided = rule.decide(test_probs)
+    comparison = against_source(y_test, source_rule.decide(source_probs), decided, labels, config.max_drop)
     timings["test_s"] = time.perf_counter() - t
     metrics = classification_metrics(y_test, test_probs, labels)
     if rule.positive:
-        metrics["operating_point"] = {**rule.record(), "metrics": classification_metrics(y_test, test_probs, labels, rule.decide(test_probs))}
+        metrics["operating_point"] = {**rule.record(), "metrics": classification_metrics(y_test, test_probs, labels, decided)}
     uncalibrated = temperature.softmax(temperature.logits(pruned, features) * calibration["temperature"])
     test_before, test_after = temperature.reliability(uncalibrated, y_test), temperature.reliability(test_probs, y_test)
     calibration["test"] = {"ece_before": test_before["ece"], "ece_after": test_after["ece"]}
