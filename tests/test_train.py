@@ -169,3 +169,19 @@ def test_float16_mixed_precision_trains_with_loss_scaling_and_saves_float32(jitt
     model = RunDir.open(result.run).load_model()
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert result.metrics["accuracy"] > 0.5  # 3 classes: chance is 1/3
+
+
+def test_label_smoothing_is_the_cross_entropy_against_softened_targets() -> None:
+    """The training loss under label smoothing e: -(1 - e) log p_true - (e / K) sum_k log p_k, computed here by hand;
+    e = 0 is the plain cross-entropy, and smoothing raises the loss of a confident right answer."""
+    from vgg_edge.loop import training_loss
+
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3], [0.01, 0.01, 0.98]], np.float32)
+    y = np.array([0, 2, 2])
+    logp = np.log(probs)
+    plain = -logp[np.arange(3), y]
+    np.testing.assert_allclose(np.asarray(training_loss(y, probs)), plain, rtol=1e-5)
+    for e in (0.1, 0.3):
+        by_hand = -(1 - e) * logp[np.arange(3), y] - e / 3 * logp.sum(axis=1)
+        np.testing.assert_allclose(np.asarray(training_loss(y, probs, e)), by_hand, rtol=1e-5)
+    assert float(training_loss(y, probs, 0.1)[2]) > float(plain[2])

@@ -89,6 +89,7 @@ def train(
     batch_size: int = typer.Option(_T.batch_size, "--batch-size"),
     learning_rate: float = typer.Option(_T.learning_rate, "--lr", help="Adam learning rate of phase 1."),
     fine_tune_learning_rate: float = typer.Option(_T.fine_tune_learning_rate, "--fine-tune-lr", help="Adam learning rate of phase 2."),
+    label_smoothing: float = typer.Option(_T.label_smoothing, "--label-smoothing", help="Spread this share of each training target evenly over the classes (regularises; epochs are still chosen on plain val loss)."),
     pooling: str = typer.Option(_HEAD.pooling, "--pooling", help="Head pooling: gap or flatten."),
     dense_units: int = typer.Option(_HEAD.dense_units, "--dense", help="Units of the head's dense layer."),
     dropout: float = typer.Option(_HEAD.dropout, "--dropout"),
@@ -116,7 +117,7 @@ def train(
     config = TrainConfig(
         out=out, data=data, image_size=image_size, epochs=epochs, fine_tune_epochs=fine_tune_epochs,
         fine_tune_blocks=fine_tune_blocks, weights=weights, batch_size=batch_size, learning_rate=learning_rate,
-        fine_tune_learning_rate=fine_tune_learning_rate, head=HeadConfig(pooling, dense_units, dropout),
+        fine_tune_learning_rate=fine_tune_learning_rate, label_smoothing=label_smoothing, head=HeadConfig(pooling, dense_units, dropout),
         augment=augment, views=views, augmentation=dataclasses.replace(_AUG, flip=flip),
         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, patience=patience,
         class_weights=class_weights, mixed_precision=mixed_precision, calibrate=calibrate,

@@ -63,10 +63,25 @@ class Batches:
         return self.source.read(view[mine], rows), labels, weights
 
 
+def training_loss(y, probs, label_smoothing: float = 0.0):
+    """Per-example cross-entropy of the true labels `y` (class indices) under `probs`; with `label_smoothing` e,
+    against targets that put 1 - e on the true class and e spread evenly over all classes (Keras' definition)."""
+    import keras
+    import tensorflow as tf
+
+    if not label_smoothing:
+        return keras.losses.sparse_categorical_crossentropy(y, probs)
+    targets = tf.one_hot(tf.cast(y, tf.int32), tf.shape(probs)[-1], dtype=probs.dtype)
+    return keras.losses.categorical_crossentropy(targets, probs, label_smoothing=label_smoothing)
+
+
 def run_epochs(model, placement: Placement, train: Batches, val: Batches, epochs: int, callbacks: list, state: PhaseState,
-               checkpoint: EpochCheckpoint, on_epoch: Callable[[int, dict, float], None]) -> None:
+               checkpoint: EpochCheckpoint, on_epoch: Callable[[int, dict, float], None], label_smoothing: float = 0.0) -> None:
     """Train the compiled `model` on `train` for `epochs` epochs (fewer when early stopping ends it), going on
-    from the last completed epoch that `checkpoint` holds; `on_epoch(epoch, logs, seconds)` after each."""
+    from the last completed epoch that `checkpoint` holds; `on_epoch(epoch, logs, seconds)` after each.
+
+    `label_smoothing` softens the training targets only: the validation loss that selects epochs stays the
+    plain cross-entropy, comparable across recipes."""
     import keras
     import tensorflow as tf
 
@@ -84,7 +99,7 @@ def run_epochs(model, placement: Placement, train: Batches, val: Batches, epochs
     def train_replica(x, y, w):
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
-            losses = keras.losses.sparse_categorical_crossentropy(y, probs)
+            losses = training_loss(y, probs, label_smoothing)
             loss = tf.reduce_sum(losses * w)
             scaled = optimizer.scale_loss(loss)  # float16: the loss-scaled optimizer's scale; otherwise the loss
         optimizer.apply_gradients(zip(tape.gradient(scaled, model.trainable_variables), model.trainable_variables))

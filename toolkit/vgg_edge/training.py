@@ -83,6 +83,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
+    label_smoothing: float = 0.0  # training targets only; val loss (which selects epochs) stays plain cross-entropy
     head: HeadConfig = field(default_factory=HeadConfig)
     augment: str = "cached"  # one of AUGMENT_MODES
     views: int = 4  # cached augmentation: versions of each training image (the original + views-1 augmented)
@@ -105,6 +106,7 @@ class TrainConfig:
             ("--image-size", self.image_size, 32, None), ("--epochs", self.epochs, 0, None), ("--fine-tune-epochs", self.fine_tune_epochs, 0, None),
             ("--fine-tune-blocks", self.fine_tune_blocks, 0, BLOCKS), ("--batch-size", self.batch_size, 1, None),
             ("--lr", self.learning_rate, 1e-8, 1.0), ("--fine-tune-lr", self.fine_tune_learning_rate, 1e-8, 1.0),
+            ("--label-smoothing", self.label_smoothing, 0.0, 0.5),
             ("--dense", self.head.dense_units, 1, None), ("--dropout", self.head.dropout, 0.0, 0.95), ("--views", self.views, 1, None),
             ("--val-fraction", self.val_fraction, 0.0, 0.5), ("--test-fraction", self.test_fraction, 0.01, 0.5), ("--patience", self.patience, 1, None),
         ):
@@ -491,7 +493,8 @@ class _Fitter:
             console.print(f"[bold]{name}[/] epoch {epoch + 1}/{epochs}  {shown}  [dim]{seconds:.1f}s[/]", soft_wrap=True)
 
         started = time.perf_counter()
-        run_epochs(model, self.placement, train, val, epochs, [early_stopping, plateau], state, EpochCheckpoint(folder), progress_line)
+        run_epochs(model, self.placement, train, val, epochs, [early_stopping, plateau], state, EpochCheckpoint(folder), progress_line,
+                   cfg.label_smoothing)
         elapsed = time.perf_counter() - started
         history = state.history  # every epoch of the phase, those before an interruption included
         n_epochs = len(history["loss"])
