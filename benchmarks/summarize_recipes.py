@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/summarize_recipes.py runs/default-brain-mri-128 ...
 
 Per run: the recipe (augmentation, fine-tuned blocks, precision), what validation chose (kept
-phase and epoch, its val loss and accuracy), the test figures read once at the end (accuracy,
+phase and epoch, its val loss and accuracy, and the val loss after the temperature: the scale on
+which recipes with and without label smoothing compare), the test figures read once at the end (accuracy,
 macro ROC-AUC, the weakest class's sensitivity), calibration (temperature, test ECE before and
 after), wall time, and whether it beats the logistic regression on frozen VGG16 features
 (`frozen_baseline.py`, matched by data folder and image size) in both accuracy and AUC.
@@ -38,10 +39,14 @@ def main(runs: list[str]) -> None:
         flips += "flips" if c["augmentation"]["flip"] else "no flips"
         recipe = (f"{aug['mode']}{' x' + str(aug['views']) if aug['views'] else ''} ({flips}), {c['fine_tune_blocks']} blocks, "
                   f"{c['head']['pooling']}, {r['mixed_precision']['used']}, class weights {'on' if c['class_weights'] else 'off'}")
+        if c.get("label_smoothing"):
+            recipe += f", label smoothing {c['label_smoothing']}"
         kept = r["selection"]["kept"]
         chosen = f"{kept['phase']} ep {kept['best_epoch']} ({kept['val_loss']:.4f} / {kept['val_accuracy']:.4f})"
-        weakest = min(m["per_class"].items(), key=lambda kv: kv[1]["sensitivity"])
         cal = r["calibration"]
+        if "nll_after" in cal.get("val", {}):  # a label-smoothed model is under-confident, so raw val losses are on one scale only after T
+            chosen += f"; after T {cal['val']['nll_after']:.4f}"
+        weakest = min(m["per_class"].items(), key=lambda kv: kv[1]["sensitivity"])
         base = baseline_for(r["data_root"], c["image_size"])
         against = "-" if base is None else f"{base['accuracy']:.4f} / {base['roc_auc_macro']:.4f}"
         beats = "-" if base is None else ("yes" if m["accuracy"] > base["accuracy"] and m["roc_auc_macro"] > base["roc_auc_macro"] else "**no**")

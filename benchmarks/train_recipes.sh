@@ -17,5 +17,10 @@ case "${1:-all}" in
   # session 7: flips decided on the data (neither --flip nor --no-flip), and the 64 px brain source of the pruning benchmarks
   mnist-flipauto|all) run flipauto-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 ;;&
   brain-default-64|all) run default-brain-mri-64 --data ../shared/data/brain-mri --image-size 64 ;;&
+  # session 9: more cached views (K=8), the issue's own knob, on the set furthest from its target
+  brain-views8|all) run views8-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --views 8 ;;&
+  brain-smooth|all) run smooth-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --label-smoothing 0.1 ;;&
+  mnist-views8|all) run views8-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --views 8 ;;&
+  mnist-smooth|all) run smooth-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --label-smoothing 0.1 ;;&
   *) ;;
 esac
