@@ -22,5 +22,6 @@ case "${1:-all}" in
   brain-smooth|all) run smooth-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --label-smoothing 0.1 ;;&
   mnist-views8|all) run views8-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --views 8 ;;&
   mnist-smooth|all) run smooth-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --label-smoothing 0.1 ;;&
+  skin-smooth|all) run smooth-skin-lesion-128 --data ../shared/data/skin-lesion --image-size 128 --label-smoothing 0.1 ;;&
   *) ;;
 esac
