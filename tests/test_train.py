@@ -185,3 +185,11 @@ def test_label_smoothing_is_the_cross_entropy_against_softened_targets() -> None
         by_hand = -(1 - e) * logp[np.arange(3), y] - e / 3 * logp.sum(axis=1)
         np.testing.assert_allclose(np.asarray(training_loss(y, probs, e)), by_hand, rtol=1e-5)
     assert float(training_loss(y, probs, 0.1)[2]) > float(plain[2])
+
+
+def test_label_smoothing_out_of_range_is_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "vgg_edge", "train", "--data", str(MNIST), "--out", str(tmp_path / "r"), "--label-smoothing", "0.7"],
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and lines == ["error: --label-smoothing 0.7: must be between 0.0 and 0.5"], done.stderr
+    assert not (tmp_path / "r").exists()
