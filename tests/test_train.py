@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import MNIST
 from PIL import Image
 
@@ -58,11 +59,15 @@ def test_history_has_both_phases(trained_run: Path) -> None:
     assert augmentation["flip"]["flip"] is False and augmentation["flip"]["mirrored_errors"] > augmentation["flip"]["errors"]
     assert json.loads((trained_run / "config.json").read_text())["augmentation"]["flip"] is False
     selection = report["selection"]
-    assert selection["monitor"] == "val_loss" and [p["phase"] for p in selection["phases"]] == ["head", "fine-tune"]
+    monitor = "val_calibrated_loss"
+    assert selection["monitor"] == monitor and [p["phase"] for p in selection["phases"]] == ["head", "fine-tune"]
     kept = selection["kept"]
-    assert kept["phase"] == report["kept_phase"] and kept["val_loss"] == min(p["val_loss"] for p in selection["phases"])
+    assert kept["phase"] == report["kept_phase"] and kept[monitor] == min(p[monitor] for p in selection["phases"])
     history = next(p["history"] for p in phases if p["phase"] == kept["phase"])
-    assert history["val_loss"][kept["best_epoch"] - 1] == min(history["val_loss"])
+    assert history[monitor][kept["best_epoch"] - 1] == min(history[monitor])
+    # The monitor is the shipped model's val loss: what the temperature fitted after training (on the float32 model) reaches.
+    assert kept[monitor] == pytest.approx(report["calibration"]["val"]["nll_after"], rel=0.03)
+    assert all(c <= v for c, v in zip(history[monitor], history["val_loss"]))  # the grid holds T = 1 nearly: never worse than none
     assert report["test_split"].startswith("read once")
 
 
@@ -185,6 +190,24 @@ def test_label_smoothing_is_the_cross_entropy_against_softened_targets() -> None
         by_hand = -(1 - e) * logp[np.arange(3), y] - e / 3 * logp.sum(axis=1)
         np.testing.assert_allclose(np.asarray(training_loss(y, probs, e)), by_hand, rtol=1e-5)
     assert float(training_loss(y, probs, 0.1)[2]) > float(plain[2])
+
+
+def test_calibrated_loss_is_the_val_loss_after_the_fitted_temperature() -> None:
+    """The figure that selects epochs, summed per temperature in the training graph, is the NLL after temperature
+    scaling computed in numpy, and its best grid point is within 0.1% of the fitted temperature's NLL."""
+    from vgg_edge import temperature
+    from vgg_edge.loop import _loss_per_temperature
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 500)
+    logits = rng.normal(size=(500, 4)) + 4.0 * np.eye(4)[y] * rng.uniform(0, 2, (500, 1))  # right on most, over-confident
+    probs = temperature.softmax(logits).astype(np.float32)
+    sums = np.asarray(_loss_per_temperature(probs, y))
+    assert sums.shape == temperature.T_GRID.shape
+    for i in (0, 45, 60, 90, 120):
+        assert sums[i] / len(y) == pytest.approx(temperature.nll(temperature.softmax(logits, temperature.T_GRID[i]), y), rel=1e-4)
+    fitted = temperature.nll(temperature.softmax(logits, temperature.fit_temperature(logits, y)), y)
+    assert fitted - 1e-9 <= sums.min() / len(y) <= fitted * 1.001 and sums.min() < sums[60]  # T_GRID[60] is 1: fitting helps here
 
 
 def test_label_smoothing_out_of_range_is_one_line(tmp_path: Path) -> None:

@@ -5,9 +5,16 @@ It stands where `model.fit` would, because fit fails under MultiWorkerMirroredSt
 a multi-worker run train the same way. Each step: every replica takes every n-th example of the
 global batch, computes its share of the batch's mean loss (per-example loss times 1/global batch
 size), and the optimizer sums the replicas' gradients (Keras' optimizers all-reduce under a
-strategy). The epoch's figures (loss, accuracy, val_loss, val_accuracy) are summed over replicas
-with `strategy.reduce`, so every worker sees the same numbers and makes the same early-stopping and
-learning-rate decisions.
+strategy). The epoch's figures (loss, accuracy, val_loss, val_accuracy, val_calibrated_loss) are summed
+over replicas with `strategy.reduce`, so every worker sees the same numbers and makes the same
+early-stopping and learning-rate decisions.
+
+`val_calibrated_loss` is the validation loss of the epoch's model as it would ship: after the temperature
+that suits it (temperature.py), the best of `T_GRID`. It selects epochs. The plain val loss punishes an
+over-confident epoch, and under label smoothing an under-confident one, for what the temperature folded in
+at the end removes; so the plain figure would choose an epoch for a flaw that does not ship. Each replica
+sums its examples' loss at every temperature of the grid: sums reduce across replicas and workers as
+the other figures do.
 
 Keras' EarlyStopping and ReduceLROnPlateau run as they do under fit (driven by a CallbackList);
 `resume.PhaseState` and `resume.EpochCheckpoint` make the phase resumable after every epoch.
@@ -23,6 +30,9 @@ import numpy as np
 
 from .distribute import Placement
 from .resume import EpochCheckpoint, PhaseState
+from .temperature import T_GRID
+
+CALIBRATED_LOSS = "val_calibrated_loss"
 
 
 class Batches:
@@ -80,8 +90,8 @@ def run_epochs(model, placement: Placement, train: Batches, val: Batches, epochs
     """Train the compiled `model` on `train` for `epochs` epochs (fewer when early stopping ends it), going on
     from the last completed epoch that `checkpoint` holds; `on_epoch(epoch, logs, seconds)` after each.
 
-    `label_smoothing` softens the training targets only: the validation loss that selects epochs stays the
-    plain cross-entropy, comparable across recipes."""
+    `label_smoothing` softens the training targets only: the validation losses are the plain cross-entropy,
+    comparable across recipes."""
     import keras
     import tensorflow as tf
 
@@ -107,13 +117,13 @@ def run_epochs(model, placement: Placement, train: Batches, val: Batches, epochs
 
     def eval_replica(x, y, w):
         probs = model(x, training=False)
-        return tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, probs)), _correct(probs, y)
+        return tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(y, probs)), _correct(probs, y), _loss_per_temperature(probs, y)
 
     def stepper(replica_fn):
         @tf.function(reduce_retracing=True)
         def step(iterator):
-            loss, correct = strategy.run(replica_fn, args=next(iterator))
-            return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", correct, axis=None)
+            sums = strategy.run(replica_fn, args=next(iterator))
+            return tuple(strategy.reduce("SUM", s, axis=None) for s in sums)
 
         return step
 
@@ -125,8 +135,9 @@ def run_epochs(model, placement: Placement, train: Batches, val: Batches, epochs
         callback_list.on_epoch_begin(epoch)
         train.set_epoch(epoch)
         loss, accuracy = _over(train, train_step, placement, model.input_shape[1:])
-        val_loss, val_accuracy = _over(val, eval_step, placement, model.input_shape[1:])
-        logs = {"loss": loss, "accuracy": accuracy, "val_loss": val_loss, "val_accuracy": val_accuracy}
+        val_loss, val_accuracy, val_per_temperature = _over(val, eval_step, placement, model.input_shape[1:])
+        logs = {"loss": float(loss), "accuracy": float(accuracy), "val_loss": float(val_loss), "val_accuracy": float(val_accuracy),
+                CALIBRATED_LOSS: float(np.min(val_per_temperature))}
         callback_list.on_epoch_end(epoch, logs)
         state.save(epoch + 1, logs, model)
         checkpoint.save(epoch + 1)
@@ -140,8 +151,20 @@ def _correct(probs, y):
     return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, axis=-1), y), tf.float32))
 
 
-def _over(batches: Batches, step, placement: Placement, input_shape: tuple) -> tuple[float, float]:
-    """Mean loss and accuracy of one pass of `step` over `batches`, every replica fed its share of each batch."""
+def _loss_per_temperature(probs, y):
+    """Summed cross-entropy of `y` under softmax(log(probs) / T), for every T of T_GRID: [len(T_GRID)].
+    log(probs) are the logits up to a constant per example, which the softmax ignores."""
+    import tensorflow as tf
+
+    log_p = tf.math.log(tf.clip_by_value(tf.cast(probs, tf.float32), 1e-30, 1.0))
+    scaled = log_p[:, None, :] / tf.constant(T_GRID, tf.float32)[None, :, None]  # [examples, temperatures, classes]
+    true = tf.gather(scaled, tf.cast(y, tf.int32), axis=2, batch_dims=1)  # [examples, temperatures]
+    return tf.reduce_sum(tf.reduce_logsumexp(scaled, axis=2) - true, axis=0)
+
+
+def _over(batches: Batches, step, placement: Placement, input_shape: tuple) -> list[np.ndarray]:
+    """The means over examples of what `step` sums (loss, correct answers, ...) in one pass over `batches`,
+    every replica fed its share of each batch."""
     import tensorflow as tf
 
     strategy, replicas = placement.strategy, placement.replicas
@@ -159,10 +182,9 @@ def _over(batches: Batches, step, placement: Placement, input_shape: tuple) -> t
         return tf.data.Dataset.from_generator(parts, output_signature=signature).prefetch(2)
 
     iterator = iter(strategy.distribute_datasets_from_function(per_worker))
-    total_loss = total_correct = 0.0
+    totals = None
     for _ in range(len(batches)):
-        loss, correct = step(iterator)
-        total_loss += float(loss)
-        total_correct += float(correct)
+        sums = [np.asarray(s, np.float64) for s in step(iterator)]
+        totals = sums if totals is None else [t + s for t, s in zip(totals, sums)]
     n = max(len(batches.rows), 1)
-    return total_loss / n, total_correct / n
+    return [t / n for t in totals]

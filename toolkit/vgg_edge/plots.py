@@ -29,7 +29,7 @@ def training_curves(history: dict[str, list[float]], phase_starts: Sequence[int]
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--"), (f"val_calibrated_{metric}", ":")):
             if history.get(key):
                 ax.plot(range(1, len(history[key]) + 1), history[key], style, label=key)
         for start in phase_starts[1:]:

@@ -388,7 +388,7 @@ def fine_tune(model, pixels: dict, y: dict, config: PruneConfig, teacher: np.nda
     hist = trainer.fit(
         batches(pixels["train"], targets["train"], config.batch_size, config.seed), validation_data=batches(pixels["val"], targets["val"], config.batch_size),
         epochs=config.epochs, verbose=0, shuffle=False,  # the dataset shuffles itself
-        callbacks=[*stopping_callbacks(config.patience), report],
+        callbacks=[*stopping_callbacks(config.patience, "val_loss"), report],  # fit logs the plain val loss
     )
     history = {k: [float(v) for v in values] for k, values in hist.history.items()}
     return [{"phase": "prune fine-tune", "learning_rate": config.learning_rate, "epochs": len(history["loss"]), "history": history}]

@@ -54,7 +54,7 @@ from .decision import DecisionRule, choose_threshold
 from .errors import VggEdgeError, check_range
 from .distribute import Placement, place, weights_digest
 from .features import FeatureCache, SplitStream, cache_key, extract, transform_store
-from .loop import Batches, run_epochs
+from .loop import CALIBRATED_LOSS, Batches, run_epochs
 from .resume import EpochCheckpoint, PhaseState, TrainingCheckpoint, resume_folder, seed_states, set_seed_states
 from .fileio import sha256_file
 from .metrics import classification_metrics
@@ -427,16 +427,18 @@ def evaluate_run(run_dir: Path, batch_size: int = 32) -> dict:
     return metrics
 
 
-MONITOR = "val_loss"  # what selects epochs: a proper score, rewards calibrated confidence, not just the argmax; less noisy than accuracy on small val splits
+#: What selects epochs: the val loss of the model as it will ship, after its temperature (loop.py). A proper score
+#: rewards calibrated confidence, not just the argmax, and is less noisy than accuracy on small val splits.
+MONITOR = CALIBRATED_LOSS
 
 
-def stopping_callbacks(patience: int) -> tuple:
-    """Early stopping on val loss (ending on the best epoch) and the learning rate x0.2 after `patience - 1` epochs
+def stopping_callbacks(patience: int, monitor: str) -> tuple:
+    """Early stopping on `monitor` (ending on the best epoch) and the learning rate x0.2 after `patience - 1` epochs
     without a better one: how `train`'s phases and `prune`'s fine-tuning end."""
     import keras
 
-    return (keras.callbacks.EarlyStopping(MONITOR, patience=patience, restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(MONITOR, factor=0.2, patience=max(1, patience - 1), min_lr=1e-7))
+    return (keras.callbacks.EarlyStopping(monitor, patience=patience, restore_best_weights=True, mode="min"),
+            keras.callbacks.ReduceLROnPlateau(monitor, factor=0.2, patience=max(1, patience - 1), min_lr=1e-7, mode="min"))
 
 
 class _Fitter:
@@ -481,7 +483,7 @@ class _Fitter:
         cfg = self.config
         with self.placement.strategy.scope():  # the optimizer's variables are the strategy's too
             model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy")  # sets model.optimizer (loss-scaled under float16)
-        early_stopping, plateau = stopping_callbacks(cfg.patience)
+        early_stopping, plateau = stopping_callbacks(cfg.patience, self.MONITOR)
         train_rows, val_rows = streams["train"].valid, streams["val"].valid
         train = Batches(x["train"], train_rows, streams["train"].labels, cfg.batch_size, seed=cfg.seed + index, class_weight=self.class_weight)
         val = Batches(x["val"], val_rows, streams["val"].labels, cfg.batch_size)
@@ -506,7 +508,7 @@ class _Fitter:
         self.checkpoint.save_phase(index, record, *self._best[-1], seed_states(model))
 
     def keep_best(self) -> None:
-        """The phase whose best epoch had the lowest validation loss; its weights end in the model."""
+        """The phase whose best epoch had the lowest calibrated validation loss; its weights end in the model."""
         if not self._best:
             return
         best = min(range(len(self._best)), key=lambda i: self._best[i][0])
@@ -520,10 +522,10 @@ class _Fitter:
             h = phase["history"]
             best = int(np.argmin(h[self.MONITOR]))
             phases.append({"phase": phase["phase"], "epochs_run": phase["epochs"], "best_epoch": best + 1,
-                           "val_loss": h["val_loss"][best], "val_accuracy": h.get("val_accuracy", [None] * (best + 1))[best]})
+                           **{k: h[k][best] for k in (self.MONITOR, "val_loss", "val_accuracy")}})
         kept = next((p for p in phases if p["phase"] == self.kept_phase), None)
-        return {"monitor": self.MONITOR, "rule": "each phase ends on its best epoch; the phase with the lower best val_loss is kept",
-                "phases": phases, "kept": kept}
+        return {"monitor": self.MONITOR, "rule": f"each phase ends on its best epoch by {self.MONITOR} (the val loss after that epoch's "
+                "best temperature: the model as it ships); the phase with the lower is kept", "phases": phases, "kept": kept}
 
 
 class _DecodedImages:
