@@ -23,5 +23,9 @@ case "${1:-all}" in
   mnist-views8|all) run views8-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --views 8 ;;&
   mnist-smooth|all) run smooth-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 --label-smoothing 0.1 ;;&
   skin-smooth|all) run smooth-skin-lesion-128 --data ../shared/data/skin-lesion --image-size 128 --label-smoothing 0.1 ;;&
+  # session 10: the default after label smoothing 0.1 became it and epochs are chosen on the calibrated val loss
+  brain-default-s10|all) run default-s10-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 ;;&
+  mnist-default-s10|all) run default-s10-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 ;;&
+  skin-default-s10|all) run default-s10-skin-lesion-128 --data ../shared/data/skin-lesion --image-size 128 ;;&
   *) ;;
 esac
