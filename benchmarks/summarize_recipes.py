@@ -41,6 +41,8 @@ def main(runs: list[str]) -> None:
                   f"{c['head']['pooling']}, {r['mixed_precision']['used']}, class weights {'on' if c['class_weights'] else 'off'}")
         if c.get("label_smoothing"):
             recipe += f", label smoothing {c['label_smoothing']}"
+        if r["selection"]["monitor"] != "val_loss":  # since session 10: the val loss after each epoch's temperature
+            recipe += f", epochs by {r['selection']['monitor']}"
         kept = r["selection"]["kept"]
         chosen = f"{kept['phase']} ep {kept['best_epoch']} ({kept['val_loss']:.4f} / {kept['val_accuracy']:.4f})"
         cal = r["calibration"]

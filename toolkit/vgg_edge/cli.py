@@ -132,7 +132,7 @@ def train(
     console.print(
         f"[green]trained[/] {result.run}  ({sizes} images; {report['dropped_duplicates']} duplicates dropped, "
         f"{report['unreadable']} unreadable skipped; kept {report['kept_phase']} epoch {kept['best_epoch'] if kept else '-'} "
-        f"by val loss; {report['timings']['total_s']:.0f} s)",
+        f"by {report['selection']['monitor']}; {report['timings']['total_s']:.0f} s)",
         soft_wrap=True,
     )
     print_table(metrics_table(result.metrics, "test split"))
