@@ -168,6 +168,20 @@ def test_smaller_precisions_make_smaller_models(exported, fmt):
     # (32 px, 3 epochs, about 76% accurate, many near-ties) 10 of its 17 weighted ops, 0.56 of fp32's size.
 
 
+def test_openvino_int8_manifest_names_the_layers_it_left_in_float(exported, trained_run):
+    """Accuracy control reverts layers to float on its own; the manifest reads them from the graph, and the IR's size
+    bears it out: int8 kernels for the other layers, float32 for these (biases float32 everywhere)."""
+    model = RunDir.open(trained_run).load_model()
+    doc = exported.results["openvino", "int8"].manifest
+    kept_float = set(doc["conversion"]["settings"]["float_layers"])
+    weighted = [layer for layer in model.layers if layer.weights]
+    assert kept_float <= {layer.name for layer in weighted}
+    predicted = sum(np.prod(layer.weights[0].shape) * (4 if layer.name in kept_float else 1) + 4 * sum(np.prod(w.shape) for w in layer.weights[1:])
+                    for layer in weighted)
+    size = {p: sum(f["bytes"] for f in exported.results["openvino", p].manifest["files"].values()) for p in ("fp32", "int8")}
+    assert abs(size["int8"] - predicted) < 0.05 * size["fp32"], (size, predicted, sorted(kept_float))
+
+
 def test_unprovable_int8_bound_is_refused_under_require_proof_and_the_good_artifact_kept(exported, trained_run, tmp_path):
     """A zero margin can never be shown: --require-proof rejects it after every fallback, the
     ranked one included (the diagnosis names the layers it kept in float), and publishes nothing."""

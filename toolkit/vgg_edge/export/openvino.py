@@ -40,8 +40,8 @@ class OpenvinoExporter(Exporter):
             model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
             settings["quantization"] = "nncf.compress_weights(INT8_ASYM): int8 weights, float activations"
         elif precision == "int8":
-            settings["float_layers"] = attempt.options.get("float_layers", [])
             model, settings["quantization"] = _quantize(model, source, calibration, attempt.options)
+            settings["float_layers"] = _float_layers(model, source)  # what the graph holds: accuracy control chooses its own
         dest.mkdir(parents=True, exist_ok=True)
         ov.save_model(model, dest / self.model_file, compress_to_fp16=precision == "fp16")
         settings["compress_to_fp16"] = precision == "fp16"
@@ -94,6 +94,21 @@ def _quantize(model, source: SourceModel, calibration: CalibrationReader, option
         "tool": "nncf.quantize_with_accuracy_control", "subset_size": size, "validation": f"val split, {len(pixels)} images; metric: largest drop of accuracy or any class's sensitivity vs Keras",
         "max_drop_pp": options["max_drop"],
     }
+
+
+def _float_layers(model, source: SourceModel) -> list[str]:
+    """The Keras layers whose Convolution or MatMul the quantized `model` computes in float, read from the graph:
+    those an ignored scope kept and those NNCF's accuracy control reverted."""
+    return [layer for layer, op in _weighted_ops(model, source).items() if not _quantized(op.input_value(1).get_node())]
+
+
+def _quantized(node, hops: int = 3) -> bool:
+    """Whether a weight input is int8: a FakeQuantize (NNCF's graph in memory) or an int8 constant (the saved IR)
+    within `hops` nodes (a Convert, Multiply or Reshape may stand between)."""
+    kind = node.get_type_name()
+    if kind == "FakeQuantize" or (kind == "Constant" and node.get_element_type().get_type_name() in ("i8", "u8")):
+        return True
+    return hops > 0 and any(_quantized(value.get_node(), hops - 1) for value in node.input_values())
 
 
 def _weighted_ops(model, source: SourceModel) -> dict:
