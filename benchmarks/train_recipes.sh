@@ -27,5 +27,7 @@ case "${1:-all}" in
   brain-default-s10|all) run default-s10-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 ;;&
   mnist-default-s10|all) run default-s10-mnist-digits-64 --data ../shared/data/mnist-digits --image-size 64 ;;&
   skin-default-s10|all) run default-s10-skin-lesion-128 --data ../shared/data/skin-lesion --image-size 128 ;;&
+  # the same default with another seed (its own val split, carved from train; the same test folder): the run-to-run spread
+  brain-default-s10-seed43|all) run default-s10-seed43-brain-mri-128 --data ../shared/data/brain-mri --image-size 128 --seed 43 ;;&
   *) ;;
 esac
