@@ -8,6 +8,7 @@ folders left behind; a model file that would run code on loading is refused.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -106,6 +107,31 @@ def test_ctrl_c_during_train_keeps_previous_run(previous_run, tmp_path):
     assert snapshot(previous_run) == before  # model.keras and every other file byte-identical
     # what --resume goes on from, beside the run and hidden; no half-written run directory
     assert leftovers(previous_run.parent, {previous_run.name}) == [f".{previous_run.name}.resume"]
+
+
+def test_a_ctrl_c_that_a_library_swallows_still_stops_training_at_the_epoch_end(monkeypatch):
+    """The CLI's Ctrl-C raises at once as Python's does, and is remembered: where code that catches everything eats
+    the KeyboardInterrupt (CI once saw a run train on for 60 s after Ctrl-C), the epoch's end raises it again."""
+    import signal
+    import time
+
+    from vgg_edge import interrupt
+
+    monkeypatch.setattr(interrupt, "_pressed", False)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        interrupt.install()
+        stop = interrupt.stop_on_ctrl_c()
+        stop.on_epoch_end(0, {})  # not pressed: training goes on
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the signal interrupts this
+            except BaseException:  # what a catch-all inside a library does
+                pass
+            stop.on_epoch_end(1, {})
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_model_loading_never_unpickles(previous_run):

@@ -544,6 +544,9 @@ def metrics_table(metrics: dict, title: str) -> Table:
 
 def main() -> None:
     """Console-script entry point: a user error is one line and exit status 2, never a traceback."""
+    from .interrupt import install
+
+    install()
     try:
         app()
     except VggEdgeError as exc:

@@ -74,6 +74,7 @@ from .fileio import sha256_file
 from .metrics import classification_metrics
 from .model import PREPROCESS_LAYER, AugmentConfig, augmenting, batched_predict, conv_block_layers, set_trainable
 from .run import DECISION_FILE, RunContents, RunDir
+from .interrupt import stop_on_ctrl_c
 from .training import run_figures, stopping_callbacks
 from .ui import console, progress
 
@@ -388,7 +389,7 @@ def fine_tune(model, pixels: dict, y: dict, config: PruneConfig, teacher: np.nda
     hist = trainer.fit(
         batches(pixels["train"], targets["train"], config.batch_size, config.seed), validation_data=batches(pixels["val"], targets["val"], config.batch_size),
         epochs=config.epochs, verbose=0, shuffle=False,  # the dataset shuffles itself
-        callbacks=[*stopping_callbacks(config.patience, "val_loss"), report],  # fit logs the plain val loss
+        callbacks=[*stopping_callbacks(config.patience, "val_loss"), report, stop_on_ctrl_c()],  # fit logs the plain val loss
     )
     history = {k: [float(v) for v in values] for k, values in hist.history.items()}
     return [{"phase": "prune fine-tune", "learning_rate": config.learning_rate, "epochs": len(history["loss"]), "history": history}]

@@ -57,6 +57,7 @@ from .features import FeatureCache, SplitStream, cache_key, extract, transform_s
 from .loop import CALIBRATED_LOSS, Batches, run_epochs
 from .resume import EpochCheckpoint, PhaseState, TrainingCheckpoint, resume_folder, seed_states, set_seed_states
 from .fileio import sha256_file
+from .interrupt import stop_on_ctrl_c
 from .metrics import classification_metrics
 from .mirror import mirror_test
 from .model import BLOCKS, POOLINGS, AugmentConfig, HeadConfig, augmenter, augmenting, batched_predict, build_model, cut_layer_name, set_trainable, split_at
@@ -495,7 +496,7 @@ class _Fitter:
             console.print(f"[bold]{name}[/] epoch {epoch + 1}/{epochs}  {shown}  [dim]{seconds:.1f}s[/]", soft_wrap=True)
 
         started = time.perf_counter()
-        run_epochs(model, self.placement, train, val, epochs, [early_stopping, plateau], state, EpochCheckpoint(folder), progress_line,
+        run_epochs(model, self.placement, train, val, epochs, [early_stopping, plateau, stop_on_ctrl_c()], state, EpochCheckpoint(folder), progress_line,
                    cfg.label_smoothing)
         elapsed = time.perf_counter() - started
         history = state.history  # every epoch of the phase, those before an interruption included
