@@ -84,7 +84,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
-    label_smoothing: float = 0.1  # training targets only (recipes.md, session 9); val loss (which selects epochs) stays plain cross-entropy
+    label_smoothing: float = 0.1  # training targets only (recipes.md, session 9); validation losses are against the true labels
     head: HeadConfig = field(default_factory=HeadConfig)
     augment: str = "cached"  # one of AUGMENT_MODES
     views: int = 4  # cached augmentation: versions of each training image (the original + views-1 augmented)
