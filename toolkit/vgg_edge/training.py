@@ -428,11 +428,6 @@ def evaluate_run(run_dir: Path, batch_size: int = 32) -> dict:
     return metrics
 
 
-#: What selects epochs: the val loss of the model as it will ship, after its temperature (loop.py). A proper score
-#: rewards calibrated confidence, not just the argmax, and is less noisy than accuracy on small val splits.
-MONITOR = CALIBRATED_LOSS
-
-
 def stopping_callbacks(patience: int, monitor: str) -> tuple:
     """Early stopping on `monitor` (ending on the best epoch) and the learning rate x0.2 after `patience - 1` epochs
     without a better one: how `train`'s phases and `prune`'s fine-tuning end."""
@@ -449,7 +444,9 @@ class _Fitter:
     weights after a phase is that phase's best checkpoint.
     """
 
-    MONITOR = MONITOR
+    #: What selects epochs: the val loss of the model as it will ship, after its temperature (loop.py). A proper score
+    #: rewards calibrated confidence, not just the argmax, and is less noisy than accuracy on small val splits.
+    MONITOR = CALIBRATED_LOSS
 
     def __init__(self, config: TrainConfig, full_model, class_weight: np.ndarray | None, checkpoint: TrainingCheckpoint, placement: Placement):
         self.config = config
